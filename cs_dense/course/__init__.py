@@ -1,0 +1,1 @@
+"""Course tooling: nbgrader settings, release, autograde, feedback, sample submissions, CLI."""

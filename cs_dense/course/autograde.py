@@ -1,0 +1,388 @@
+"""Autograde a folder of submissions with nbgrader, one isolated run per notebook.
+
+Layout read: ``SUBMISSIONS/<student_id>/<assignment_id>/<notebook>.ipynb``.
+Written: ``OUT/grades.csv`` and ``OUT/feedback/<student_id>/<assignment_id>/<notebook>.html``.
+
+What this adds to ``nbgrader autograde``:
+
+* Each submission is graded in a temporary nbgrader course folder of its own, holding a
+  copy of the gradebook with only that assignment and only that student's files, in a
+  process tree that is killed when it runs past the time limit. A kernel death, a
+  timeout or an unreadable file costs only that submission; the run completes.
+* Every submission's grade is read from its own gradebook by this process, and the CSV
+  and feedback are written by this process after grading, so a student's code cannot
+  write another student's grade.
+* After each submission, the course files (``cs_dense/``, ``solutions/``, ``data/``,
+  nbgrader settings) and the Python environment (installed modules, Jupyter settings and
+  kernels) are compared with a snapshot taken before grading. Course files that changed are
+  restored and the submission that changed them scores zero with status ``tampered``;
+  a changed environment cannot be restored, so grading stops with an error.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+from nbgrader.api import Gradebook
+
+from cs_dense.course.layout import Course, run_nbgrader, tool_env, write_course_config
+from cs_dense.course.release import generate
+
+#: Statuses of a row of grades.csv.
+STATUSES = ("graded", "crashed", "timeout", "invalid", "missing", "tampered")
+CSV_COLUMNS = ("student_id", "assignment_id", "score", "max_score", "status", "detail")
+#: Default seconds one submission may take to grade, all cells together.
+NOTEBOOK_TIMEOUT = 1800
+
+
+@dataclass
+class Grade:
+    """One row of ``grades.csv``."""
+
+    student_id: str
+    assignment_id: str
+    score: float
+    max_score: float
+    status: str
+    detail: str = ""
+
+
+class EnvironmentTampered(RuntimeError):
+    """A submission changed the installed environment; later grades could not be trusted."""
+
+
+# --------------------------------------------------------------------------- integrity
+
+
+class Snapshot:
+    """What grading depends on, recorded before grading so changes can be found and undone.
+
+    Course files are kept byte for byte (they are small) and restored on change; the
+    environment is recorded by ``stat`` (size, times, inode), which is enough to notice a
+    change: a file's ``ctime`` changes with any write and cannot be set back by the writer.
+    """
+
+    def __init__(self, course: Course) -> None:
+        self.course_files = {p: p.read_bytes() for p in _course_files(course)}
+        self.course = course
+        self.environment = _stat_tree(_environment_files())
+
+    def changes(self) -> tuple[list[Path], list[Path]]:
+        """(changed course files, changed environment files), new and deleted ones included."""
+        now = {p: p.read_bytes() for p in _course_files(self.course)}
+        course = sorted(p for p in now.keys() | self.course_files.keys() if now.get(p) != self.course_files.get(p))
+        env_now = _stat_tree(_environment_files())
+        environment = sorted(
+            p for p in env_now.keys() | self.environment.keys() if env_now.get(p) != self.environment.get(p)
+        )
+        return course, environment
+
+    def restore(self) -> None:
+        """Put the course files back as they were; remove files that were added."""
+        for path in _course_files(self.course):
+            if path not in self.course_files:
+                path.unlink()
+        for path, content in self.course_files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+
+
+def _course_files(course: Course) -> list[Path]:
+    files = [course.root / "nbgrader_config.py"]
+    for folder in (course.root / "cs_dense", course.solutions, course.data):
+        if folder.is_dir():
+            files.extend(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return [p for p in files if p.is_file()]
+
+
+def _environment_files() -> list[Path]:
+    """Python modules and start-up hooks, and Jupyter settings and kernels of this environment."""
+    files: list[Path] = []
+    purelib = Path(sysconfig.get_paths()["purelib"])
+    for folder, _, names in os.walk(purelib):
+        files.extend(Path(folder, n) for n in names if n.endswith((".py", ".pth")))
+    for folder in (Path(sys.prefix, "etc"), Path(sys.prefix, "share", "jupyter"), Path("/etc/jupyter")):
+        if folder.is_dir():
+            files.extend(p for p in folder.rglob("*") if p.is_file())
+    return files
+
+
+def _stat_tree(paths: list[Path]) -> dict[Path, tuple]:
+    stats = {}
+    for path in paths:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        stats[path] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    return stats
+
+
+# --------------------------------------------------------------------------- one submission
+
+
+@dataclass
+class _Job:
+    student: str
+    assignment: str
+    notebooks: list[Path]
+    started: float = 0.0
+    finished: float = 0.0
+
+
+def _read_problem(path: Path) -> str | None:
+    """Why a submitted notebook cannot be graded, or None if it can."""
+    try:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+    except Exception as error:  # unreadable JSON, wrong schema, bad encoding...
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return f"{path.name} is not a readable notebook: {first[:300]}"
+    return None
+
+
+def _failure(log: str) -> tuple[str, str]:
+    """Classify a failed ``nbgrader autograde`` from its log: (status, explanation)."""
+    if "DeadKernelError" in log or "Kernel died" in log:
+        return "crashed", "the Python kernel died while your notebook ran (e.g. os._exit, a segfault, running out of memory)"
+    if "ValidationError" in log or "metadata" in log.lower():
+        return "invalid", "the notebook's nbgrader cell metadata was changed or is inconsistent; start from the released notebook"
+    last = [line for line in log.strip().splitlines() if "ERROR" in line or "Error" in line]
+    return "crashed", f"grading failed: {(last[-1] if last else 'unknown error')[:300]}"
+
+
+def _grade_one(job: _Job, master_db: Path, work: Path, course: Course, feedback_out: Path, settings: dict) -> Grade:
+    """Autograde one student's assignment in its own temporary nbgrader course."""
+    folder = Path(tempfile.mkdtemp(prefix="job_", dir=work))
+    shutil.copy(master_db, folder / "gradebook.db")
+    write_course_config(folder, cell_timeout=settings["cell_timeout"])
+    (folder / "source" / job.assignment).mkdir(parents=True)
+    submitted = folder / "submitted" / job.student / job.assignment
+    submitted.mkdir(parents=True)
+    for notebook in job.notebooks:
+        shutil.copy(notebook, submitted / notebook.name)
+    private = folder / "home"
+    env = tool_env(
+        CS_DENSE_DATA=str(course.data),
+        IPYTHONDIR=str(private / "ipython"),
+        JUPYTER_CONFIG_DIR=str(private / "jupyter"),
+        MPLCONFIGDIR=str(private / "matplotlib"),
+        HOME=str(private),
+    )
+    max_score = settings["max_scores"][job.assignment]
+    args = ["autograde", job.assignment, "--student", job.student, "--force"]
+    try:
+        result = run_nbgrader(args, cwd=folder, timeout=settings["notebook_timeout"], env=env)
+    except subprocess.TimeoutExpired:
+        seconds = settings["notebook_timeout"]
+        return Grade(job.student, job.assignment, 0.0, max_score, "timeout", f"grading took longer than {seconds} s")
+    if result.returncode != 0:
+        status, detail = _failure(result.stdout + result.stderr)
+        return Grade(job.student, job.assignment, 0.0, max_score, status, detail)
+    with Gradebook(f"sqlite:///{folder / 'gradebook.db'}") as gradebook:
+        submission = gradebook.find_submission(job.assignment, job.student)
+        score = float(submission.score)
+    feedback = run_nbgrader(["generate_feedback", job.assignment, "--student", job.student, "--force"], cwd=folder, env=env)
+    detail = "" if feedback.returncode == 0 else "feedback could not be generated"
+    target = feedback_out / job.student / job.assignment
+    generated = folder / "feedback" / job.student / job.assignment
+    if generated.is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        for page in generated.glob("*.html"):
+            shutil.copy(page, target / page.name)
+    return Grade(job.student, job.assignment, score, max_score, "graded", detail)
+
+
+def _explain_page(grade: Grade, notebook_names: list[str], feedback_out: Path) -> None:
+    """Feedback for a submission nbgrader could not grade: what happened and what to do."""
+    target = feedback_out / grade.student_id / grade.assignment_id
+    target.mkdir(parents=True, exist_ok=True)
+    body = (
+        f"<h1>{html.escape(grade.assignment_id)}: not graded ({html.escape(grade.status)})</h1>"
+        f"<p>{html.escape(grade.detail)}</p>"
+        f"<p>Score: {grade.score:g} / {grade.max_score:g}. Run <code>cs-dense check</code> on your notebook "
+        "to see the visible tests before you submit.</p>"
+    )
+    for name in notebook_names:
+        (target / f"{name}.html").write_text(f"<!DOCTYPE html><html><body>{body}</body></html>\n")
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def find_jobs(submissions: Path, course: Course, assignments: list[str] | None) -> tuple[list[_Job], list[Grade]]:
+    """Submissions to grade, and rows for those that cannot be (missing or invalid)."""
+    if not submissions.is_dir():
+        raise ValueError(f"submissions folder {submissions} does not exist")
+    students = sorted(d.name for d in submissions.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not students:
+        raise ValueError(f"no student folders in {submissions} (expected <student_id>/<assignment_id>/<notebook>.ipynb)")
+    if assignments:
+        for assignment in assignments:
+            course.check_assignment(assignment)
+    else:
+        present = {d.name for s in students for d in (submissions / s).iterdir() if d.is_dir()}
+        assignments = [a for a in course.assignments() if a in present]
+        if not assignments:
+            raise ValueError(
+                f"no folder under {submissions}/<student_id>/ is a known assignment ({', '.join(course.assignments())})"
+            )
+    jobs, rows = [], []
+    for student in students:
+        for assignment in assignments:
+            names = course.notebook_names(assignment)
+            found = [submissions / student / assignment / f"{n}.ipynb" for n in names]
+            found = [p for p in found if p.is_file()]
+            if not found:
+                rows.append(Grade(student, assignment, 0.0, 0.0, "missing", f"no {assignment}/{names[0]}.ipynb submitted"))
+                continue
+            problems = [p for p in map(_read_problem, found) if p]
+            if problems:
+                rows.append(Grade(student, assignment, 0.0, 0.0, "invalid", "; ".join(problems)))
+                continue
+            jobs.append(_Job(student, assignment, found))
+    return jobs, rows
+
+
+def autograde(
+    course: Course,
+    submissions: Path,
+    out: Path,
+    *,
+    workers: int = 1,
+    assignments: list[str] | None = None,
+    notebook_timeout: float = NOTEBOOK_TIMEOUT,
+    cell_timeout: int | None = None,
+    progress=print,
+) -> list[Grade]:
+    """Grade every submission; write ``out/grades.csv`` and ``out/feedback/``; return the rows.
+
+    Args:
+        course: the course repository (its ``solutions/`` define the tests and points).
+        submissions: ``<student_id>/<assignment_id>/<notebook>.ipynb`` folders.
+        out: output folder (created; an existing ``feedback/`` in it is replaced).
+        workers: submissions graded at once.
+        assignments: only these assignments (default: every known one found in submissions).
+        notebook_timeout: seconds one submission may take in all.
+        cell_timeout: seconds one cell may take (default: the course setting).
+        progress: called with a line of text per graded submission.
+
+    Raises:
+        ValueError: bad arguments or an empty submissions folder.
+        EnvironmentTampered: a submission changed installed files; the rows graded so far
+            are written first.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    submissions, out = Path(submissions).resolve(), Path(out).resolve()
+    jobs, rows = find_jobs(submissions, course, assignments)
+    out.mkdir(parents=True, exist_ok=True)
+    feedback_out = out / "feedback"
+    if feedback_out.exists():
+        shutil.rmtree(feedback_out)
+    feedback_out.mkdir()
+    snapshot = Snapshot(course)
+    with tempfile.TemporaryDirectory(prefix="cs_dense_autograde_") as tmp:
+        work = Path(tmp)
+        settings = {"notebook_timeout": notebook_timeout, "cell_timeout": cell_timeout, "max_scores": {}}
+        master_dbs = {}
+        for assignment in sorted({j.assignment for j in jobs} | {r.assignment_id for r in rows}):
+            master = work / f"master_{assignment}"
+            master.mkdir()
+            generate(course, assignment, master, with_db=True)
+            master_dbs[assignment] = master / "gradebook.db"
+            with Gradebook(f"sqlite:///{master_dbs[assignment]}") as gradebook:
+                settings["max_scores"][assignment] = float(gradebook.find_assignment(assignment).max_score)
+        for row in rows:
+            row.max_score = settings["max_scores"][row.assignment_id]
+        try:
+            rows += _run_jobs(jobs, master_dbs, work, course, feedback_out, settings, snapshot, workers, progress)
+        finally:
+            for row in rows:
+                if row.status != "graded":
+                    _explain_page(row, course.notebook_names(row.assignment_id), feedback_out)
+            write_csv(rows, out / "grades.csv")
+    return sorted(rows, key=lambda r: (r.student_id, r.assignment_id))
+
+
+def _run_jobs(jobs, master_dbs, work, course, feedback_out, settings, snapshot, workers, progress) -> list[Grade]:
+    """Grade the jobs, checking the snapshot after each; rerun alone any job that may have tampered."""
+
+    def run(job: _Job) -> Grade:
+        job.started = time.monotonic()
+        grade = _grade_one(job, master_dbs[job.assignment], work, course, feedback_out, settings)
+        job.finished = time.monotonic()
+        return grade
+
+    def audit(job: _Job) -> bool:
+        """True if the snapshot still holds; otherwise restore and say which jobs may be at fault."""
+        changed_course, changed_env = snapshot.changes()
+        if changed_env:
+            raise EnvironmentTampered(
+                f"while {job.student}/{job.assignment} was graded, installed files changed: "
+                f"{', '.join(map(str, changed_env[:5]))}. Reinstall the environment "
+                "(pip install --force-reinstall) before grading again."
+            )
+        if changed_course:
+            snapshot.restore()
+            return False
+        return True
+
+    grades: dict[int, Grade] = {}
+    suspects: set[int] = set()
+    last_clean = time.monotonic()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(run, job): i for i, job in enumerate(jobs)}
+        for future in as_completed(futures):
+            i = futures[future]
+            grades[i] = future.result()
+            now = time.monotonic()
+            if not audit(jobs[i]):
+                # Anyone running between the last clean check and now may be at fault.
+                suspects |= {k for k, j in enumerate(jobs) if j.started < now and (j.finished == 0 or j.finished > last_clean)}
+            last_clean = now
+            progress(_line(grades[i]))
+    for i in sorted(suspects):
+        job = jobs[i]
+        grades[i] = run(job)
+        if not audit(job):
+            grades[i] = Grade(job.student, job.assignment, 0.0, grades[i].max_score, "tampered",
+                              "the notebook modified the course's grading files")
+        progress(_line(grades[i]) + "  (re-graded alone)")
+    return [grades[i] for i in range(len(jobs))]
+
+
+def _line(grade: Grade) -> str:
+    return f"{grade.student_id:>16} {grade.assignment_id:<24} {grade.score:6.1f} / {grade.max_score:<6.1f} {grade.status}"
+
+
+def write_csv(rows: list[Grade], path: Path) -> None:
+    """Write the rows, sorted by student then assignment."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_COLUMNS)
+        for r in sorted(rows, key=lambda r: (r.student_id, r.assignment_id)):
+            writer.writerow([r.student_id, r.assignment_id, f"{r.score:g}", f"{r.max_score:g}", r.status, r.detail])
+
+
+def format_table(rows: list[Grade]) -> str:
+    """A plain-text table of grades for the terminal."""
+    header = f"{'student':<16} {'assignment':<24} {'score':>13}  {'status':<9} detail"
+    lines = [header, "-" * len(header)]
+    for r in sorted(rows, key=lambda r: (r.student_id, r.assignment_id)):
+        lines.append(
+            f"{r.student_id:<16} {r.assignment_id:<24} {r.score:6.1f} / {r.max_score:<5g}  {r.status:<9} {r.detail}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""The ``cs-dense`` command: release, autograde, demo, check, samples."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from cs_dense.course.autograde import NOTEBOOK_TIMEOUT, autograde, format_table
+from cs_dense.course.check import check, format_results
+from cs_dense.course.layout import find_course
+from cs_dense.course.release import release
+from cs_dense.course.samples import write_samples
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cs-dense", description=__doc__)
+    parser.add_argument("--root", type=Path, default=None, help="course repository (default: found from the working directory)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("release", help="regenerate notebooks/ from solutions/")
+    p.add_argument("assignments", nargs="*", help="assignment ids (default: all)")
+
+    p = commands.add_parser("autograde", help="grade SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb")
+    p.add_argument("submissions", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="folder for grades.csv and feedback/")
+    p.add_argument("--workers", type=int, default=1, help="submissions graded at once (default 1)")
+    p.add_argument("--assignment", action="append", dest="assignments", help="only this assignment (repeatable)")
+    p.add_argument("--timeout", type=float, default=NOTEBOOK_TIMEOUT, help="seconds allowed per submission")
+
+    p = commands.add_parser("demo", help="grade the bundled sample submissions and print the table")
+    p.add_argument("--out", type=Path, default=None, help="keep grades.csv and feedback/ here")
+    p.add_argument("--workers", type=int, default=1)
+
+    p = commands.add_parser("check", help="run a notebook's visible tests and show the points")
+    p.add_argument("notebook", type=Path)
+
+    commands.add_parser("samples", help="regenerate data/samples/ (complete, partial, blank) from solutions/")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "check":
+            results = check(args.notebook)
+            print(format_results(args.notebook, results))
+            return 0 if all(r.score == r.max_score for r in results) else 1
+        course = find_course(args.root)
+        if args.command == "release":
+            for folder in release(course, args.assignments):
+                print(f"released {folder.relative_to(course.root)}")
+        elif args.command == "samples":
+            for path in write_samples(course):
+                print(f"wrote {path.relative_to(course.root)}")
+        elif args.command == "autograde":
+            rows = autograde(course, args.submissions, args.out, workers=args.workers,
+                             assignments=args.assignments, notebook_timeout=args.timeout)
+            print(format_table(rows))
+            print(f"\nwrote {args.out / 'grades.csv'} and feedback in {args.out / 'feedback'}")
+        elif args.command == "demo":
+            with tempfile.TemporaryDirectory(prefix="cs_dense_demo_") as tmp:
+                out = args.out or Path(tmp)
+                print(f"grading the sample submissions in {course.data / 'samples'} ...")
+                rows = autograde(course, course.data / "samples", out, workers=args.workers)
+                print()
+                print(format_table(rows))
+                if args.out:
+                    print(f"\nfeedback pages: {args.out / 'feedback'}")
+    except (ValueError, FileNotFoundError) as error:
+        print(f"cs-dense: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Sample submissions for ``cs-dense demo`` and the autograder's tests.
+
+Three students per assignment, each derived from ``solutions/`` so they never drift:
+
+* ``complete`` — the released notebook with every solution filled in: full marks.
+* ``partial`` — the same with the realistic bugs listed in :data:`BUGS`: some tests fail.
+* ``blank`` — the released notebook untouched: zero.
+
+They are written to ``data/samples/<student>/<assignment>/<notebook>.ipynb`` by
+``cs-dense samples``; a test fails when the committed files differ from a fresh run.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+from cs_dense.course.layout import BEGIN_SOLUTION, END_SOLUTION, Course
+from cs_dense.course.release import generate
+
+SAMPLE_STUDENTS = ("complete", "partial", "blank")
+
+
+@dataclass(frozen=True)
+class Bug:
+    """A realistic mistake planted in one solution cell of the ``partial`` sample.
+
+    Attributes:
+        cell: the ``grade_id`` of the solution cell.
+        old: text of the solution that occurs exactly once in that cell.
+        new: what it becomes.
+        why: the mistake, in a student's terms.
+    """
+
+    cell: str
+    old: str
+    new: str
+    why: str
+
+
+#: Bugs of the ``partial`` samples, by assignment.
+BUGS: dict[str, list[Bug]] = {}
+
+
+def _solution_code(source: str) -> str:
+    """A solution cell as a student would have written it: the delimiters removed."""
+    return "\n".join(line for line in source.split("\n") if line.strip() not in (BEGIN_SOLUTION, END_SOLUTION))
+
+
+def _fill(released: nbformat.NotebookNode, solutions: dict[str, str], bugs: list[Bug]) -> nbformat.NotebookNode:
+    """Put the solution code (with ``bugs`` planted) into the released notebook's answer cells."""
+    nb = nbformat.from_dict(released)
+    pending = {bug.cell: [] for bug in bugs}
+    for bug in bugs:
+        pending[bug.cell].append(bug)
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if not meta.get("solution"):
+            continue
+        code = _solution_code(solutions[meta["grade_id"]])
+        for bug in pending.pop(meta["grade_id"], []):
+            if code.count(bug.old) != 1:
+                raise ValueError(
+                    f"bug {bug.why!r}: {bug.old!r} occurs {code.count(bug.old)} times in cell {bug.cell!r}, not once"
+                )
+            code = code.replace(bug.old, bug.new)
+        cell.source = code
+    if pending:
+        raise ValueError(f"bugs name cells that are not solution cells: {sorted(pending)}")
+    return nb
+
+
+def write_samples(course: Course, target: Path | None = None) -> list[Path]:
+    """(Re)write the sample submissions of every assignment; return the notebooks written."""
+    target = target or course.data / "samples"
+    written = []
+    for student in SAMPLE_STUDENTS:
+        if (target / student).exists():
+            shutil.rmtree(target / student)
+    for assignment in course.assignments():
+        with tempfile.TemporaryDirectory(prefix="cs_dense_samples_") as work:
+            released_dir = generate(course, assignment, Path(work), with_db=False)
+            for name in course.notebook_names(assignment):
+                source = nbformat.read(course.solutions / assignment / f"{name}.ipynb", as_version=4)
+                solutions = {
+                    c.metadata["nbgrader"]["grade_id"]: c.source
+                    for c in source.cells
+                    if c.metadata.get("nbgrader", {}).get("solution")
+                }
+                released = nbformat.read(released_dir / f"{name}.ipynb", as_version=4)
+                versions = {
+                    "complete": _fill(released, solutions, []),
+                    "partial": _fill(released, solutions, BUGS.get(assignment, [])),
+                    "blank": released,
+                }
+                for student, nb in versions.items():
+                    path = target / student / assignment / f"{name}.ipynb"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    nbformat.write(nb, path)
+                    written.append(path)
+    return written

@@ -1,0 +1,47 @@
+"""The nbgrader settings of the course, in one place.
+
+``nbgrader_config.py`` at the repository root calls :func:`configure`, and so does every
+temporary course folder the autograder builds, so ``nbgrader`` used directly and
+``cs-dense`` grade the same way.
+"""
+
+from __future__ import annotations
+
+#: Seconds one cell may run before nbgrader interrupts it (the cell then scores 0 and the
+#: rest of the notebook still runs). Training cells use small budgets under autograding.
+CELL_TIMEOUT = 120
+#: What a solution region becomes in the student's notebook.
+CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
+#: Traceback lines kept in autograded notebooks (a long traceback buries the message).
+MAX_TRACEBACK = 40
+
+
+def configure(c) -> None:
+    """Apply the course's nbgrader settings to a traitlets config object ``c``."""
+    c.CourseDirectory.source_directory = "solutions"
+    c.CourseDirectory.release_directory = "notebooks"
+    c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".DS_Store"]
+    c.ClearSolutions.code_stub = {"python": CODE_STUB}
+    c.Execute.timeout = CELL_TIMEOUT
+    c.Execute.interrupt_on_timeout = True
+    c.LimitOutput.max_traceback = MAX_TRACEBACK
+    # A student who deletes a graded test cell gets it back, run against their code.
+    c.OverwriteCells.add_missing_cells = True
+    # Library warnings print to stderr, and nbgrader zeroes a grade cell with any stderr
+    # output; relabel stderr before grades are saved so a correct answer keeps its points.
+    c.Autograde.autograde_preprocessors = [
+        "nbgrader.preprocessors.Execute",
+        "cs_dense.course.preprocessors.StderrAsStdout",
+        "nbconvert.preprocessors.ClearMetadataPreprocessor",
+        "nbgrader.preprocessors.LimitOutput",
+        "nbgrader.preprocessors.SaveAutoGrades",
+        "nbgrader.preprocessors.AssignLatePenalties",
+        "nbgrader.preprocessors.CheckCellMetadata",
+    ]
+    # nbgrader's feedback shows the whole autograded notebook; remove the hidden tests
+    # and the traceback context that would quote them.
+    c.GenerateFeedback.preprocessors = [
+        "nbgrader.preprocessors.GetGrades",
+        "cs_dense.course.preprocessors.HideHiddenTests",
+        "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+    ]

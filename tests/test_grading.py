@@ -1,0 +1,258 @@
+"""The checks and guards notebook test cells rely on: each must fail when it should, and say why."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from cs_dense.grading import (
+    CheckFailure,
+    ForbiddenCallError,
+    TimeLimitExceeded,
+    assert_dict_close,
+    assert_int_equal,
+    assert_scalar_close,
+    assert_tensor_close,
+    call_student,
+    devices,
+    forbid,
+    time_limit,
+)
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+class AlwaysEqual:
+    def __eq__(self, other):
+        return True
+
+    __hash__ = object.__hash__
+
+
+class FakeTensor(torch.Tensor):
+    """A tensor subclass that would fool a check relying on overridable methods."""
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_equal_tensors_pass(device):
+    x = torch.tensor([[0.25, 1.0], [2.0, 3.0]], device=device)
+    assert_tensor_close(x.clone(), x)
+    assert_tensor_close(x + 5e-6, x)  # within float32's default atol of 1e-5
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_wrong_value_names_case_index_and_error(device):
+    want = torch.tensor([[0.0, 1.0], [2.0, 3.0]], device=device)
+    got = want.clone()
+    got[1, 0] = 2.5
+    with pytest.raises(CheckFailure) as info:
+        assert_tensor_close(got, want, case="hand case")
+    message = str(info.value)
+    assert "[hand case]" in message
+    assert "1 of 4 elements wrong" in message
+    assert "largest error 0.5" in message
+    assert "index (1, 0)" in message
+    assert "expected 2.0, got 2.5" in message
+
+
+@pytest.mark.parametrize(
+    "got, fragment",
+    [
+        (AlwaysEqual(), "expected a torch.Tensor"),
+        ([0.0, 1.0], "got builtins.list"),
+        (np.array([0.0, 1.0], dtype=np.float32), "got numpy.ndarray"),
+        (torch.tensor([0.0, 1.0]).as_subclass(FakeTensor), "got test_grading.FakeTensor"),
+        (torch.tensor([0.0, 1.0, 2.0]), "wrong shape: expected (2,), got (3,)"),
+        (torch.tensor([0.0, 1.0], dtype=torch.float64), "wrong dtype: expected torch.float32, got torch.float64"),
+        (torch.tensor([0, 1]), "wrong dtype"),
+        (torch.tensor([0.0, float("nan")]), "1 of 2 elements wrong"),
+    ],
+)
+def test_wrong_kinds_of_result_fail_with_a_reason(got, fragment):
+    with pytest.raises(CheckFailure, match=None) as info:
+        assert_tensor_close(got, torch.tensor([0.0, 1.0]))
+    assert fragment in str(info.value)
+
+
+def test_integer_tensors_compare_exactly():
+    with pytest.raises(CheckFailure, match="exact comparison"):
+        assert_tensor_close(torch.tensor([0, 2]), torch.tensor([0, 1]))
+    assert_tensor_close(torch.tensor([True, False]), torch.tensor([True, False]))
+
+
+def test_nan_handling_is_explicit():
+    nan = torch.tensor([float("nan"), 1.0])
+    with pytest.raises(CheckFailure):
+        assert_tensor_close(nan.clone(), nan)
+    assert_tensor_close(nan.clone(), nan, equal_nan=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
+def test_wrong_device_is_reported():
+    with pytest.raises(CheckFailure, match="wrong device"):
+        assert_tensor_close(torch.zeros(2), torch.zeros(2, device="cuda"))
+
+
+def test_scalar_check_is_type_strict():
+    assert_scalar_close(0.5, 0.5)
+    assert_scalar_close(np.float64(0.5), 0.5)
+    assert_scalar_close(float("nan"), float("nan"))
+    for bad, fragment in [(torch.tensor(0.5), ".item()"), (True, "got builtins.bool"), (AlwaysEqual(), "AlwaysEqual")]:
+        with pytest.raises(CheckFailure) as info:
+            assert_scalar_close(bad, 1.0)
+        assert fragment in str(info.value)
+    with pytest.raises(CheckFailure, match=r"expected 0\.5, got 0\.25"):
+        assert_scalar_close(0.25, 0.5, case="ap")
+
+
+def test_int_check():
+    assert_int_equal(5, 5)
+    assert_int_equal(np.int64(5), 5)
+    for bad in (5.0, True, AlwaysEqual(), torch.tensor(5)):
+        with pytest.raises(CheckFailure, match="expected an int"):
+            assert_int_equal(bad, 5)
+    with pytest.raises(CheckFailure, match="expected 5, got 4"):
+        assert_int_equal(4, 5)
+
+
+def test_dict_check_walks_nested_values():
+    want = {"map": 0.5, "per_class": {1: 0.25, 2: 0.75}}
+    assert_dict_close({"map": 0.5, "per_class": {1: 0.25, 2: 0.75}, "extra": 1.0}, want)
+    with pytest.raises(CheckFailure, match="missing key 'per_class'"):
+        assert_dict_close({"map": 0.5}, want)
+    with pytest.raises(CheckFailure, match=r"\[mAP: 'per_class': 2\] expected 0\.75, got 0\.7"):
+        assert_dict_close({"map": 0.5, "per_class": {1: 0.25, 2: 0.7}}, want, case="mAP")
+    with pytest.raises(CheckFailure, match="expected a dict"):
+        assert_dict_close(AlwaysEqual(), want)
+
+
+# ----------------------------------------------------------------------------- guards
+
+
+BOXES = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 11.0, 11.0], [20.0, 20.0, 30.0, 30.0]])
+SCORES = torch.tensor([0.9, 0.8, 0.7])
+NMS_ORACLES = ("torchvision.ops.nms", "torch.ops.torchvision.nms", "torchvision.ops.boxes.nms")
+
+
+def test_forbidden_function_is_caught_however_it_is_imported():
+    from torchvision.ops import nms as renamed
+
+    def sneaky(boxes, scores, threshold):
+        return renamed(boxes, scores, threshold)
+
+    with pytest.raises(ForbiddenCallError, match="torchvision.ops.nms"):
+        call_student(sneaky, BOXES, SCORES, 0.5, forbidden=NMS_ORACLES)
+
+
+def test_forbidden_operator_and_builtin_are_caught():
+    with pytest.raises(ForbiddenCallError, match="torch.ops.torchvision.nms"):
+        call_student(lambda b, s, t: torch.ops.torchvision.nms(b, s, t), BOXES, SCORES, 0.5, forbidden=NMS_ORACLES)
+    with pytest.raises(ForbiddenCallError, match="torch.mul"):
+        call_student(lambda x: torch.mul(x, 2), BOXES, forbidden=("torch.mul",))
+
+
+def test_swallowing_the_forbidden_call_does_not_help():
+    def hides(boxes, scores, threshold):
+        try:
+            torchvision.ops.nms(boxes, scores, threshold)
+        except Exception:
+            pass
+        return torch.tensor([0, 2])
+
+    with pytest.raises(ForbiddenCallError):
+        call_student(hides, BOXES, SCORES, 0.5, forbidden=NMS_ORACLES)
+
+
+def test_removing_the_hook_is_caught():
+    def unhooks(x):
+        sys.setprofile(None)
+        return torchvision.ops.nms(BOXES, SCORES, 0.5)
+
+    with pytest.raises(ForbiddenCallError, match="profile hook"):
+        call_student(unhooks, 1, forbidden=NMS_ORACLES)
+
+
+def test_forbidden_call_in_a_thread_is_caught():
+    def threaded(x):
+        worker = threading.Thread(target=torchvision.ops.nms, args=(BOXES, SCORES, 0.5))
+        worker.start()
+        worker.join()
+        return x
+
+    with pytest.raises(ForbiddenCallError):
+        call_student(threaded, 1, forbidden=NMS_ORACLES)
+
+
+def test_allowed_code_runs_and_hooks_are_restored():
+    before = sys.getprofile()
+    got = call_student(lambda b: b * 2, BOXES, forbidden=("torch.mul", *NMS_ORACLES))
+    assert_tensor_close(got, BOXES * 2)
+    assert sys.getprofile() is before
+    with forbid("torchvision.ops.nms"):
+        torchvision.ops.box_iou(BOXES, BOXES)  # a different function is fine
+
+
+def test_bad_forbid_targets_are_rejected():
+    with pytest.raises(ValueError, match="cannot forbid 'torchvision.ops.no_such_op'"):
+        forbid("torchvision.ops.no_such_op")
+    with pytest.raises(ValueError, match="not callable"):
+        forbid("math.pi")
+
+
+def test_time_limit_stops_a_loop():
+    def forever(x):
+        while True:
+            x += 1
+
+    started = time.perf_counter()
+    with pytest.raises(TimeLimitExceeded, match="did not finish within 0.3 s"):
+        call_student(forever, 0, timeout=0.3, case="loop")
+    assert time.perf_counter() - started < 5
+    with pytest.raises(ValueError, match="positive"):
+        with time_limit(0):
+            pass
+
+
+def test_in_place_modification_is_reported_and_harmless():
+    boxes = BOXES.clone()
+
+    def clamps(b):
+        b.clamp_(max=5)
+        return b
+
+    with pytest.raises(CheckFailure, match="modified its input `b` in place"):
+        call_student(clamps, boxes)
+    assert torch.equal(boxes, BOXES)
+
+
+def test_student_exceptions_propagate_with_the_case():
+    def broken(x):
+        raise IndexError("index 3 is out of bounds")
+
+    with pytest.raises(IndexError) as info:
+        call_student(broken, 1, case="empty input")
+    assert any("empty input" in note for note in info.value.__notes__)
+
+
+def test_warnings_do_not_fail_a_check():
+    def noisy(x):
+        warnings.warn("deprecated", DeprecationWarning, stacklevel=1)
+        return x
+
+    assert call_student(noisy, 3) == 3
+
+
+def test_devices_lists_the_cpu_first():
+    found = devices()
+    assert found[0] == torch.device("cpu")
+    assert (torch.device("cuda") in found) == torch.cuda.is_available()
