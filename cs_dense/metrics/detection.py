@@ -1,0 +1,793 @@
+"""Detection metrics: matching predictions to ground truth, precision-recall, AP, COCO mAP.
+
+Conventions:
+
+* Boxes are ``Tensor[N, 4]`` xyxy pixels. Scores: higher is more confident.
+* A prediction can match a ground truth when their IoU is ``>=`` the threshold (COCO's
+  and VOC's rule; note that NMS suppresses on ``>``).
+* Predictions are visited in decreasing score; equal scores keep their input order (a
+  stable sort, like pycocotools' ``mergesort``).
+* Each prediction takes the still-unmatched ground truth with the highest IoU; among
+  equal IoUs the *later* ground truth wins, because pycocotools replaces its running
+  best on ``>=``. Ignored ground truths (crowd, VOC "difficult", outside the area range)
+  are considered only when no regular one qualifies, and a prediction matched to one is
+  neither a true nor a false positive.
+
+:func:`mean_average_precision` reproduces pycocotools' ``COCOeval`` (bbox and segm) to
+within floating-point round-off; the rules it copies are listed in its docstring. Its
+work is vectorised: IoUs for all same-class pairs at once, the greedy matching stepped
+over detection rank for all images, classes, area ranges and IoU thresholds together,
+and one sort per class for the accumulation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from cs_dense.ops.boxes import box_iou, check_boxes
+
+AP_METHODS = ("voc07", "voc", "coco101")
+IOU_TYPES = ("bbox", "segm")
+
+# pycocotools builds its grids with linspace (not arange) so that 0.75 and every recall
+# step are the nearest doubles; building them the same way keeps comparisons identical.
+COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1)
+COCO_REC_THRESHOLDS = np.linspace(0.0, 1.0, int(np.round(1.0 / 0.01)) + 1)
+COCO_AREA_RANGES = {
+    "all": (0.0, 1e5**2),
+    "small": (0.0, 32.0**2),
+    "medium": (32.0**2, 96.0**2),
+    "large": (96.0**2, 1e5**2),
+}
+COCO_MAX_DETS = (1, 10, 100)
+
+_PRECISION_EPS = np.spacing(1)  # pycocotools divides by tp + fp + eps
+_MAX_IOU_THRESHOLD = 1 - 1e-10  # pycocotools caps thresholds just below 1
+_PADDED_ELEMENTS = 2**22  # matching works on padded [groups, D, G] blocks of about this size
+_POWERS_OF_TWO = 2 ** np.arange(48)
+
+
+# ---------------------------------------------------------------- greedy matching
+
+
+def _greedy_match(
+    ious: np.ndarray, gt_ignore: np.ndarray, gt_crowd: np.ndarray, thresholds: np.ndarray, n_dets: np.ndarray
+) -> np.ndarray:
+    """COCO's greedy matching for many independent (image, class) problems at once.
+
+    Args:
+        ious (ndarray[P, D, G] float64): IoU of each problem's detections, sorted by
+            decreasing score, with its ground truths; ``-inf`` marks padding.
+        gt_ignore (ndarray[P, A, G] bool): ignored ground truths per area range.
+        gt_crowd (ndarray[P, G] bool): crowd ground truths, which may match many times.
+        thresholds (ndarray[T] float64): IoU thresholds (matched with ``>=``).
+        n_dets (ndarray[P] int): real detections per problem, non-increasing, so that
+            the problems still active at rank ``d`` are a prefix.
+
+    Returns:
+        ndarray[P, A, T, D] int64: index of the ground truth matched by each detection,
+        ``-1`` when unmatched.
+    """
+    P, D, G = ious.shape
+    A, T = gt_ignore.shape[1], len(thresholds)
+    match = np.full((P, A, T, D), -1, dtype=np.int64)
+    if G == 0:
+        return match
+    thresholds = np.minimum(thresholds, _MAX_IOU_THRESHOLD)[:, None]  # [T, 1]
+    matched = np.zeros((P, A, T, G), dtype=bool)
+    ignore = gt_ignore[:, :, None, :]  # [P, A, 1, G]
+    crowd = gt_crowd[:, None, None, :]  # [P, 1, 1, G]
+    for d in range(D):
+        p = int(np.count_nonzero(n_dets > d))  # active prefix
+        iou = ious[:p, None, None, d, :]  # [p, 1, 1, G]
+        free = (iou >= thresholds) & (~matched[:p] | crowd[:p])  # [p, A, T, G]
+        regular = free & ~ignore[:p]
+        candidates = np.where(regular.any(axis=-1, keepdims=True), regular, free & ignore[:p])
+        found = candidates.any(axis=-1)  # [p, A, T]
+        # argmax over the reversed axis finds the *last* maximum, as pycocotools does
+        value = np.where(candidates, iou, -np.inf)  # [p, A, T, G]
+        best = G - 1 - value[..., ::-1].argmax(axis=-1)  # [p, A, T]
+        match[:p, :, :, d] = np.where(found, best, -1)
+        hit = np.take_along_axis(matched[:p], best[..., None], axis=-1) | found[..., None]
+        np.put_along_axis(matched[:p], best[..., None], hit, axis=-1)
+    return match
+
+
+def match_detections(
+    pred_boxes: Tensor,
+    pred_scores: Tensor,
+    gt_boxes: Tensor,
+    iou_threshold: float = 0.5,
+    gt_ignore: Tensor | None = None,
+    *,
+    return_ignored: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Greedily match one image's predictions of one class to its ground truths.
+
+    Predictions are visited in decreasing score (stable for ties); each takes the
+    unmatched ground truth with the highest IoU if that IoU is ``>= iou_threshold``
+    (ties in IoU: the later ground truth), and each ground truth is matched at most once.
+    Ignored ground truths (``gt_ignore``) are used only when no regular one qualifies; a
+    prediction that lands on one is not a true positive, and should be left out of AP
+    rather than counted as a false positive (``return_ignored`` tells which).
+
+    Args:
+        pred_boxes (Tensor[N, 4]): xyxy, pixels.
+        pred_scores (Tensor[N]): confidence of each prediction.
+        gt_boxes (Tensor[M, 4]): xyxy, pixels.
+        iou_threshold: minimum IoU for a match (inclusive).
+        gt_ignore (Tensor[M] bool | None): ground truths that may absorb a prediction
+            without making it a true positive (VOC "difficult", COCO crowd).
+        return_ignored: also return which predictions matched an ignored ground truth.
+
+    Returns:
+        Tensor[N] bool: ``is_tp`` in the original prediction order, on the device of
+        ``pred_scores``; with ``return_ignored``, the pair ``(is_tp, is_ignored)``.
+
+    Raises:
+        ValueError: on mismatched or wrongly shaped arguments.
+    """
+    check_boxes(pred_boxes, "pred_boxes")
+    check_boxes(gt_boxes, "gt_boxes")
+    N, M = pred_boxes.shape[0], gt_boxes.shape[0]
+    _check_vector(pred_scores, N, "pred_scores")
+    ignore = np.zeros(M, dtype=bool)
+    if gt_ignore is not None:
+        ignore = _check_vector(gt_ignore, M, "gt_ignore").cpu().numpy() != 0
+    order = torch.sort(pred_scores.detach().cpu(), descending=True, stable=True).indices  # [N]
+    ious = box_iou(pred_boxes.detach().double(), gt_boxes.detach().double()).cpu().numpy()[order.numpy()]  # [N, M]
+    no_crowd = np.zeros((1, M), dtype=bool)
+    # one problem, one area range, one threshold: [1, 1, 1, N] -> [N]
+    match = _greedy_match(ious[None], ignore[None, None], no_crowd, np.array([iou_threshold]), np.array([N]))[0, 0, 0]
+    on_ignored = (match >= 0) & ignore[np.maximum(match, 0)] if M else np.zeros(N, dtype=bool)
+    is_tp = _unsort((match >= 0) & ~on_ignored, order).to(pred_scores.device)
+    return (is_tp, _unsort(on_ignored, order).to(pred_scores.device)) if return_ignored else is_tp
+
+
+def _unsort(values: np.ndarray, order: Tensor) -> Tensor:
+    """Put ``values``, given in the order ``order``, back in the original order."""
+    result = torch.empty(len(values), dtype=torch.bool)
+    result[order] = torch.from_numpy(values)
+    return result
+
+
+def _check_vector(values: Tensor, length: int, name: str) -> Tensor:
+    """Raise ``ValueError`` unless ``values`` is a tensor of shape ``[length]``."""
+    if not isinstance(values, Tensor) or values.dim() != 1 or values.shape[0] != length:
+        shape = list(values.shape) if isinstance(values, Tensor) else type(values).__name__
+        raise ValueError(f"{name} must be a tensor of shape [{length}], got {shape}")
+    return values
+
+
+# ---------------------------------------------------------------- precision, recall, AP
+
+
+def precision_recall_curve(scores: Tensor, is_tp: Tensor, num_gt: int) -> tuple[Tensor, Tensor]:
+    """Precision and recall after each prediction, in decreasing score order.
+
+    Args:
+        scores (Tensor[N]): confidence of each prediction.
+        is_tp (Tensor[N] bool): whether each prediction is a true positive.
+        num_gt: number of (non-ignored) ground truths; recall is ``NaN`` when it is 0.
+
+    Returns:
+        tuple[Tensor[N], Tensor[N]]: float64 ``precision = TP / (TP + FP)`` and
+        ``recall = TP / num_gt`` after the top 1, 2, ..., N predictions (stable sort).
+
+    Raises:
+        ValueError: on mismatched shapes, ``num_gt < 0`` or more true positives than
+            ``num_gt``.
+    """
+    if not isinstance(scores, Tensor) or scores.dim() != 1:
+        raise ValueError(f"scores must be a 1-D tensor, got {getattr(scores, 'shape', type(scores).__name__)}")
+    N = scores.shape[0]
+    _check_vector(is_tp, N, "is_tp")
+    hits = int(is_tp.sum())
+    if num_gt < 0 or hits > num_gt:
+        raise ValueError(f"num_gt must be >= 0 and >= the number of true positives ({hits}), got {num_gt}")
+    order = torch.sort(scores.detach().cpu(), descending=True, stable=True).indices
+    tp = is_tp.cpu()[order].double().cumsum(0)  # [N] true positives so far
+    precision = tp / torch.arange(1, N + 1, dtype=torch.float64)
+    recall = tp / num_gt if num_gt > 0 else torch.full((N,), float("nan"), dtype=torch.float64)
+    return precision, recall
+
+
+def average_precision(scores: Tensor, is_tp: Tensor, num_gt: int, method: str = "coco101") -> float:
+    """Average precision of one ranked list of predictions.
+
+    * ``"voc07"``: PASCAL VOC 2007's 11 points, the mean over ``r in {0, 0.1, ..., 1}``
+      of the best precision reached at recall ``>= r`` (0 if never reached). The
+      recall points are exact tenths (the VOC devkit's ``np.arange`` is off by an ulp
+      at some of them).
+    * ``"voc"``: VOC 2010+, the exact area under the precision envelope (precision
+      made non-increasing in recall).
+    * ``"coco101"``: COCO's 101 points ``r in {0, 0.01, ..., 1}``: for each, the
+      envelope at the first prediction whose recall is ``>= r`` (``searchsorted``
+      side ``"left"``), 0 if recall never reaches ``r``; then the mean.
+
+    Args:
+        scores (Tensor[N]): confidence of each prediction.
+        is_tp (Tensor[N] bool): whether each prediction is a true positive.
+        num_gt: number of (non-ignored) ground truths.
+        method: ``"voc07"``, ``"voc"`` or ``"coco101"``.
+
+    Returns:
+        float: AP in ``[0, 1]``; ``nan`` when ``num_gt == 0``, where recall and so AP are
+        undefined (COCO's ``-1`` sentinel would silently drag a mean down; a NaN shows).
+
+    Raises:
+        ValueError: for an unknown ``method`` or the errors of
+            :func:`precision_recall_curve`.
+    """
+    if method not in AP_METHODS:
+        raise ValueError(f"method must be one of {AP_METHODS}, got {method!r}")
+    precision, recall = precision_recall_curve(scores, is_tp, num_gt)
+    if num_gt == 0:
+        return float("nan")
+    precision, recall = precision.numpy(), recall.numpy()
+    if method == "voc":
+        return _area_under_envelope(precision, recall)
+    points = np.arange(11) / 10 if method == "voc07" else COCO_REC_THRESHOLDS
+    return float(_interpolated_precision(precision, recall, points).mean())
+
+
+def _envelope(precision: np.ndarray) -> np.ndarray:
+    """Make precision non-increasing along the last axis: ``max`` over what follows."""
+    return np.maximum.accumulate(precision[..., ::-1], axis=-1)[..., ::-1]
+
+
+def _interpolated_precision(precision: np.ndarray, recall: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Envelope precision at the first rank whose recall is ``>=`` each point (0 if none).
+
+    Args:
+        precision (ndarray[..., N]): precision after each prediction.
+        recall (ndarray[..., N]): non-decreasing recall after each prediction.
+        points (ndarray[R]): recall levels.
+
+    Returns:
+        ndarray[..., R]: interpolated precision.
+    """
+    *lead, N = precision.shape
+    if N == 0:
+        return np.zeros((*lead, len(points)))
+    rows = torch.from_numpy(np.ascontiguousarray(recall.reshape(-1, N)))  # [rows, N]
+    levels = torch.from_numpy(np.array(points, dtype=np.float64)).expand(rows.shape[0], -1).contiguous()  # [rows, R]
+    index = torch.searchsorted(rows, levels).numpy().reshape(*lead, len(points))  # first rank with recall >= level
+    reached = np.take_along_axis(_envelope(precision), np.minimum(index, N - 1), axis=-1)
+    return np.where(index < N, reached, 0.0)
+
+
+def _area_under_envelope(precision: np.ndarray, recall: np.ndarray) -> float:
+    """VOC 2010+ AP: sum of recall steps times the envelope precision at each step."""
+    recall = np.concatenate([[0.0], recall])
+    envelope = _envelope(precision)
+    return float(np.sum(np.diff(recall) * envelope))
+
+
+# ---------------------------------------------------------------- COCO mAP: inputs
+
+
+def target_areas(target: Mapping[str, Tensor]) -> Tensor:
+    """The area COCO attaches to each ground truth, as ``to_coco_gt`` writes it.
+
+    ``target["area"]`` when present; otherwise the mask's pixel count when the target
+    has ``masks`` (COCO's definition: the area of the segmentation); otherwise the box
+    area. COCOeval compares this number, not the box, with the area ranges.
+
+    Args:
+        target: dict with ``boxes`` (Tensor[M, 4] xyxy) and optionally ``area``
+            (Tensor[M]) and ``masks`` (Tensor[M, H, W]).
+
+    Returns:
+        Tensor[M] float64 on the CPU.
+    """
+    if "area" in target:
+        return torch.as_tensor(target["area"]).detach().cpu().double().reshape(-1)
+    if "masks" in target:
+        return target["masks"].detach().cpu().flatten(1).ne(0).sum(1).double()
+    boxes = target["boxes"].detach().cpu().double()
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+@dataclass
+class _Flat:
+    """Detections or ground truths of all images, one row each (numpy, CPU).
+
+    ``boxes`` are COCO ``xywh`` float64, ``extra`` is the score (detections) or the
+    crowd flag (ground truths), ``local`` the row within its image.
+    """
+
+    image: np.ndarray
+    label: np.ndarray
+    boxes: np.ndarray
+    area: np.ndarray
+    extra: np.ndarray
+    local: np.ndarray
+
+    def take(self, index: np.ndarray) -> _Flat:
+        """The rows ``index``."""
+        return _Flat(*(getattr(self, f.name)[index] for f in fields(self)))
+
+
+_REQUIRED_KEYS = {"preds": ("boxes", "scores", "labels"), "targets": ("boxes", "labels")}
+_VECTOR_KEYS = {"preds": ("scores", "labels"), "targets": ("labels", "iscrowd", "area")}
+
+
+def check_detection_dict(kind: str, i: int, item: Mapping, require_masks: bool) -> None:
+    """Raise ``ValueError`` naming ``kind[i]`` and the key of a missing or malformed entry.
+
+    Args:
+        kind: ``"preds"`` (needs ``boxes``, ``scores``, ``labels``) or ``"targets"``
+            (needs ``boxes``, ``labels``; ``iscrowd`` and ``area`` are checked if given).
+        i: the image index, for the message.
+        item: the dict to check.
+        require_masks: whether ``masks`` (bool/integer Tensor[N, H, W]) must be present.
+    """
+    if not isinstance(item, Mapping):
+        raise ValueError(f"{kind}[{i}] must be a dict, got {type(item).__name__}")
+    for key in _REQUIRED_KEYS[kind] + (("masks",) if require_masks else ()):
+        if key not in item:
+            raise ValueError(f"{kind}[{i}] is missing key {key!r}")
+    check_boxes(item["boxes"], f"{kind}[{i}]['boxes']")
+    n = item["boxes"].shape[0]
+    for key in _VECTOR_KEYS[kind]:
+        if key in item:
+            _check_vector(torch.as_tensor(item[key]), n, f"{kind}[{i}][{key!r}]")
+    masks = item["masks"] if require_masks else None
+    if masks is not None and not (isinstance(masks, Tensor) and masks.dim() == 3 and masks.shape[0] == n):
+        shape = list(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
+        raise ValueError(f"{kind}[{i}]['masks'] must be a tensor of shape [{n}, H, W], got {shape}")
+    if masks is not None and masks.is_floating_point():
+        raise ValueError(f"{kind}[{i}]['masks'] must be bool or integer (threshold soft masks), got {masks.dtype}")
+
+
+def _validate_image(i: int, pred: Mapping, target: Mapping, iou_type: str) -> None:
+    """Validate one image's prediction and target dicts (see :func:`check_detection_dict`)."""
+    check_detection_dict("preds", i, pred, require_masks=iou_type == "segm")
+    check_detection_dict("targets", i, target, require_masks=iou_type == "segm")
+    if iou_type == "segm" and pred["masks"].shape[1:] != target["masks"].shape[1:]:
+        sizes = list(pred["masks"].shape[1:]), list(target["masks"].shape[1:])
+        raise ValueError(f"preds[{i}]['masks'] are {sizes[0]} (H, W) but targets[{i}]['masks'] are {sizes[1]}")
+
+
+def _xywh(boxes: Tensor) -> np.ndarray:
+    """xyxy tensor -> COCO xywh float64 numpy, widths as ``x2 - x1`` in float64."""
+    b = boxes.detach().cpu().double().numpy().reshape(-1, 4)
+    return np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
+
+
+def _flatten(items: Sequence[Mapping], is_pred: bool) -> _Flat:
+    """Stack every image's rows into one :class:`_Flat`."""
+    integers, extra = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=float if is_pred else bool)
+    empty = _Flat(integers, integers, np.zeros((0, 4)), np.zeros(0), extra, integers)
+    parts = [empty] + [_flatten_one(i, item, is_pred) for i, item in enumerate(items)]
+    return _Flat(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(empty)))
+
+
+def _flatten_one(i: int, item: Mapping, is_pred: bool) -> _Flat:
+    """One image's rows: xywh boxes, areas, and scores (detections) or crowd flags."""
+    n = item["boxes"].shape[0]
+    xywh = _xywh(item["boxes"])
+    if is_pred:
+        area = xywh[:, 2] * xywh[:, 3]  # what pycocotools' loadRes stores for any result with a bbox
+        extra = torch.as_tensor(item["scores"]).detach().cpu().double().numpy()
+    else:
+        area = target_areas(item).numpy()
+        extra = torch.as_tensor(item.get("iscrowd", torch.zeros(n))).cpu().numpy() != 0
+    labels = torch.as_tensor(item["labels"]).cpu().numpy().astype(np.int64)
+    return _Flat(np.full(n, i, dtype=np.int64), labels, xywh, area, extra, np.arange(n))
+
+
+def _stable_order(*keys: np.ndarray) -> np.ndarray:
+    """Indices sorting lexicographically by ``keys`` (first key most significant), stably."""
+    order = np.arange(len(keys[0]))
+    for key in reversed(keys):
+        order = order[np.argsort(key[order], kind="stable")]
+    return order
+
+
+def _rank_within(groups: np.ndarray) -> np.ndarray:
+    """Position of each row within its run of equal (sorted, contiguous) group keys."""
+    if not len(groups):
+        return np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    run_length = np.diff(np.r_[starts, len(groups)])
+    return np.arange(len(groups)) - np.repeat(starts, run_length)
+
+
+# ---------------------------------------------------------------- COCO mAP: IoU of pairs
+
+
+def _same_group_pairs(
+    det_group: np.ndarray, gt_group: np.ndarray, n_groups: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (detection, ground truth) pair that shares a group, in detection order.
+
+    Returns:
+        tuple of ndarray[P]: detection row, ground-truth row, and the ground truth's
+        rank within its group (its column in the padded IoU block).
+    """
+    gt_order = np.argsort(gt_group, kind="stable")
+    gt_count = np.bincount(gt_group, minlength=n_groups)
+    gt_start = np.cumsum(gt_count) - gt_count
+    repeats = gt_count[det_group]  # pairs per detection
+    pair_det = np.repeat(np.arange(len(det_group)), repeats)
+    gt_rank = np.arange(repeats.sum()) - np.repeat(np.cumsum(repeats) - repeats, repeats)
+    pair_gt = gt_order[gt_start[det_group[pair_det]] + gt_rank]
+    return pair_det, pair_gt, gt_rank
+
+
+def _pair_box_ious(det_xywh: np.ndarray, gt_xywh: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+    """IoU of paired boxes, operation for operation as pycocotools' ``bbIou``.
+
+    COCO works from ``xywh``, so the right edge is ``x + w``; a crowd ground truth
+    divides by the detection's area instead of the union (a detection inside a crowd
+    region counts as covered).
+
+    Args:
+        det_xywh (ndarray[P, 4]), gt_xywh (ndarray[P, 4]): float64 boxes.
+        crowd (ndarray[P] bool): whether each pair's ground truth is a crowd.
+
+    Returns:
+        ndarray[P] float64.
+    """
+    dx, dy, dw, dh = det_xywh.T
+    gx, gy, gw, gh = gt_xywh.T
+    w = np.minimum(dx + dw, gx + gw) - np.maximum(dx, gx)
+    h = np.minimum(dy + dh, gy + gh) - np.maximum(dy, gy)
+    inter = np.where((w > 0) & (h > 0), w * h, 0.0)
+    det_area = dw * dh
+    union = np.where(crowd, det_area, det_area + gw * gh - inter)
+    return np.divide(inter, union, out=np.zeros_like(inter), where=inter > 0)
+
+
+def _pair_mask_ious(
+    dets: _Flat,
+    gts: _Flat,
+    pair_det: np.ndarray,
+    pair_gt: np.ndarray,
+    preds: Sequence[Mapping],
+    targets: Sequence[Mapping],
+) -> np.ndarray:
+    """IoU of paired masks (pixel counts, crowd rule as for boxes), image by image."""
+    ious = np.zeros(len(pair_det))
+    image = dets.image[pair_det]  # non-decreasing: detections are sorted by image
+    for i in np.unique(image):
+        span = slice(np.searchsorted(image, i), np.searchsorted(image, i, side="right"))
+        det_rows, det_of_pair = np.unique(dets.local[pair_det[span]], return_inverse=True)
+        gt_rows, gt_of_pair = np.unique(gts.local[pair_gt[span]], return_inverse=True)
+        det_masks = _binary_rows(preds[i]["masks"], det_rows)  # [d, H*W]
+        gt_masks = _binary_rows(targets[i]["masks"], gt_rows)  # [g, H*W]
+        inter = (det_masks @ gt_masks.T).double().numpy()[det_of_pair, gt_of_pair]  # [pairs]
+        det_area = det_masks.sum(1).double().numpy()[det_of_pair]
+        gt_area = gt_masks.sum(1).double().numpy()[gt_of_pair]
+        union = np.where(gts.extra[pair_gt[span]], det_area, det_area + gt_area - inter)
+        ious[span] = np.divide(inter, union, out=np.zeros_like(inter), where=inter > 0)
+    return ious
+
+
+def _binary_rows(masks: Tensor, rows: np.ndarray) -> Tensor:
+    """Selected masks as flattened 0/1 floats, float32 while pixel counts stay exact."""
+    flat = masks.detach()[torch.from_numpy(rows).to(masks.device)].flatten(1).ne(0).cpu()
+    exact = torch.float32 if flat.shape[1] < 2**24 else torch.float64
+    return flat.to(exact)
+
+
+# ---------------------------------------------------------------- COCO mAP: matching
+
+
+def _group_chunks(n_dets: np.ndarray, n_gts: np.ndarray) -> list[np.ndarray]:
+    """Split the groups that need matching into blocks of similar shape.
+
+    Groups are bucketed by the bit length of their detection and ground-truth counts,
+    so padding wastes at most 4x, and buckets are cut to about ``_PADDED_ELEMENTS``
+    IoU entries. Within a block, groups come in non-increasing detection count.
+    """
+    active = np.flatnonzero((n_dets > 0) & (n_gts > 0))
+    d_bits = np.searchsorted(_POWERS_OF_TWO, n_dets[active], side="right")
+    g_bits = np.searchsorted(_POWERS_OF_TWO, n_gts[active], side="right")
+    order = _stable_order(g_bits, d_bits, -n_dets[active])
+    chunks = []
+    for bucket in np.split(order, np.flatnonzero(np.diff(g_bits[order] * 64 + d_bits[order])) + 1):
+        if len(bucket):
+            per_chunk = max(1, _PADDED_ELEMENTS >> int(d_bits[bucket[0]] + g_bits[bucket[0]]))
+            chunks += [active[bucket[s : s + per_chunk]] for s in range(0, len(bucket), per_chunk)]
+    return chunks
+
+
+def _match_all(
+    det_group: np.ndarray,
+    det_rank: np.ndarray,
+    gt_group: np.ndarray,
+    gt_crowd: np.ndarray,
+    gt_ignore: np.ndarray,
+    pair_ious: tuple[np.ndarray, ...],
+    thresholds: np.ndarray,
+    n_groups: int,
+) -> np.ndarray:
+    """Run :func:`_greedy_match` over all groups, block by block.
+
+    Args:
+        det_group, det_rank (ndarray[D]): group of each detection and its score rank there.
+        gt_group (ndarray[G]), gt_crowd (ndarray[G] bool), gt_ignore (ndarray[G, A] bool).
+        pair_ious: ``(pair_det, pair_gt, gt_rank, iou)`` from :func:`_same_group_pairs`.
+        thresholds (ndarray[T]): IoU thresholds.
+        n_groups: number of groups.
+
+    Returns:
+        ndarray[D, A, T] int64: ground-truth row matched by each detection, or -1.
+    """
+    pair_det, pair_gt, pair_rank, iou = pair_ious
+    A, T = gt_ignore.shape[1], len(thresholds)
+    gt_rank = np.empty(len(gt_group), dtype=np.int64)  # column of each gt in its group
+    gt_rank[np.argsort(gt_group, kind="stable")] = _rank_within(np.sort(gt_group, kind="stable"))
+    n_dets, n_gts = np.bincount(det_group, minlength=n_groups), np.bincount(gt_group, minlength=n_groups)
+    gt_row_of = np.full((n_groups, max(1, n_gts.max(initial=0))), -1)
+    gt_row_of[gt_group, gt_rank] = np.arange(len(gt_group))  # [group, rank] -> gt row
+    matches = np.full((len(det_group), A, T), -1, dtype=np.int64)
+    for chunk in _group_chunks(n_dets, n_gts):
+        slot = np.full(n_groups, -1)
+        slot[chunk] = np.arange(len(chunk))
+        ious = np.full((len(chunk), n_dets[chunk].max(), n_gts[chunk].max()), -np.inf)
+        keep = slot[det_group[pair_det]] >= 0
+        ious[slot[det_group[pair_det[keep]]], det_rank[pair_det[keep]], pair_rank[keep]] = iou[keep]
+        ignore = np.zeros((len(chunk), A, ious.shape[2]), dtype=bool)
+        crowd = np.zeros((len(chunk), ious.shape[2]), dtype=bool)
+        in_chunk = slot[gt_group] >= 0
+        ignore[slot[gt_group[in_chunk]], :, gt_rank[in_chunk]] = gt_ignore[in_chunk]
+        crowd[slot[gt_group[in_chunk]], gt_rank[in_chunk]] = gt_crowd[in_chunk]
+        local = _greedy_match(ious, ignore, crowd, thresholds, n_dets[chunk])  # [chunk, A, T, D]
+        rows = np.flatnonzero(slot[det_group] >= 0)
+        found = local[slot[det_group[rows]], :, :, det_rank[rows]]  # [rows, A, T] local ranks
+        groups = np.broadcast_to(det_group[rows, None, None], found.shape)
+        matches[rows] = np.where(found >= 0, gt_row_of[groups, np.maximum(found, 0)], -1)
+    return matches
+
+
+# ---------------------------------------------------------------- COCO mAP: accumulation
+
+
+def _curve_points(
+    tp: np.ndarray, fp: np.ndarray, n_regular: np.ndarray, rec_thresholds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Interpolated precision and final recall of one class for every area and threshold.
+
+    Args:
+        tp, fp (ndarray[N, A, T] bool): detections in decreasing score order.
+        n_regular (ndarray[A]): non-ignored ground truths per area range (> 0 or masked later).
+        rec_thresholds (ndarray[R]).
+
+    Returns:
+        tuple[ndarray[A, T, R], ndarray[A, T]]: precision at each recall point, recall.
+    """
+    tp_sum = np.cumsum(tp, axis=0, dtype=np.float64).transpose(1, 2, 0)  # [A, T, N]
+    fp_sum = np.cumsum(fp, axis=0, dtype=np.float64).transpose(1, 2, 0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # ranges without ground truth: masked by the caller
+        recall = tp_sum / n_regular[:, None, None]
+    precision = tp_sum / (fp_sum + tp_sum + _PRECISION_EPS)
+    final_recall = recall[..., -1] if recall.shape[-1] else np.zeros(recall.shape[:2])
+    return _interpolated_precision(precision, recall, rec_thresholds), final_recall
+
+
+def _accumulate(
+    scores: np.ndarray,
+    det_class: np.ndarray,
+    det_rank: np.ndarray,
+    tp: np.ndarray,
+    fp: np.ndarray,
+    n_regular: np.ndarray,
+    rec_thresholds: np.ndarray,
+    max_dets: tuple[int, ...],
+) -> tuple[np.ndarray, np.ndarray]:
+    """COCOeval.accumulate: precision ``[T, R, K, A, M]``, recall ``[T, K, A, M]``; -1 if undefined.
+
+    Detections of a class are ranked across images by a stable sort of their scores,
+    starting from (image order, rank within image), which is pycocotools' tie order.
+
+    Args:
+        scores, det_class, det_rank (ndarray[D]): detections sorted by (image, class, rank).
+        tp, fp (ndarray[D, A, T] bool): outcome of each detection.
+        n_regular (ndarray[K, A]): non-ignored ground truths per class and area range.
+        rec_thresholds (ndarray[R]); max_dets: sorted per-image detection caps.
+    """
+    K, A = n_regular.shape
+    T, R, M = tp.shape[2], len(rec_thresholds), len(max_dets)
+    precision = -np.ones((T, R, K, A, M))
+    recall = -np.ones((T, K, A, M))
+    defined = n_regular > 0  # [K, A]
+    for k in np.flatnonzero(defined.any(axis=1)):
+        rows = np.flatnonzero(det_class == k)
+        rows = rows[np.argsort(-scores[rows], kind="stable")]
+        for m, max_det in enumerate(max_dets):
+            top = rows[det_rank[rows] < max_det]
+            points, final = _curve_points(tp[top], fp[top], n_regular[k], rec_thresholds)  # [A, T, R], [A, T]
+            precision[:, :, k, :, m] = np.where(defined[k], points.transpose(1, 2, 0), -1)
+            recall[:, k, :, m] = np.where(defined[k], final.T, -1)
+    return precision, recall
+
+
+def _mean_defined(values: np.ndarray) -> float:
+    """Mean over entries > -1, or -1 when there are none (COCOeval.summarize)."""
+    defined = values[values > -1]
+    return float(np.mean(defined)) if defined.size else -1.0
+
+
+def _summarize(
+    precision: np.ndarray,
+    recall: np.ndarray,
+    thresholds: np.ndarray,
+    area_names: list[str],
+    max_dets: tuple[int, ...],
+    classes: np.ndarray,
+    class_metrics: bool,
+) -> dict:
+    """The COCO summary numbers (and per-class ones) as a flat dict of Python floats."""
+    every, last = area_names.index("all"), len(max_dets) - 1
+    result = {"map": _mean_defined(precision[:, :, :, every, last])}
+    for t in (0.5, 0.75):
+        rows = np.flatnonzero(np.isclose(thresholds, t, rtol=0, atol=1e-12))
+        result[f"map_{round(t * 100)}"] = _mean_defined(precision[rows][:, :, :, every, last])
+    named = [(a, name) for a, name in enumerate(area_names) if a != every]
+    result |= {f"map_{name}": _mean_defined(precision[:, :, :, a, last]) for a, name in named}
+    result |= {f"mar_{m}": _mean_defined(recall[:, :, every, i]) for i, m in enumerate(max_dets)}
+    result |= {f"mar_{name}": _mean_defined(recall[:, :, a, last]) for a, name in named}
+    if class_metrics:
+        labels = [int(c) for c in classes]
+        per_class_ap = precision[:, :, :, every, last]  # [T, R, K]
+        per_class_ar = recall[:, :, every, last]  # [T, K]
+        result["map_per_class"] = {c: _mean_defined(per_class_ap[:, :, k]) for k, c in enumerate(labels)}
+        result[f"mar_{max_dets[-1]}_per_class"] = {c: _mean_defined(per_class_ar[:, k]) for k, c in enumerate(labels)}
+    return result
+
+
+# ---------------------------------------------------------------- COCO mAP: entry point
+
+
+def _settings(
+    iou_type: str,
+    iou_thresholds: Sequence[float] | None,
+    rec_thresholds: Sequence[float] | None,
+    max_dets: Sequence[int],
+    area_ranges: Mapping[str, tuple[float, float]] | None,
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], list[str], np.ndarray]:
+    """Validate the evaluation parameters; fill in COCO's defaults."""
+    if iou_type not in IOU_TYPES:
+        raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
+    ious = COCO_IOU_THRESHOLDS if iou_thresholds is None else np.asarray(iou_thresholds, dtype=np.float64).ravel()
+    recs = COCO_REC_THRESHOLDS if rec_thresholds is None else np.asarray(rec_thresholds, dtype=np.float64).ravel()
+    if not len(max_dets) or any(int(m) != m or m < 1 for m in max_dets):
+        raise ValueError(f"max_dets must be positive integers, got {max_dets}")
+    ranges = COCO_AREA_RANGES if area_ranges is None else dict(area_ranges)
+    if "all" not in ranges:
+        raise ValueError(f"area_ranges must contain 'all', got {list(ranges)}")
+    bounds = np.array([ranges[name] for name in ranges], dtype=np.float64).reshape(-1, 2)  # [A, 2]
+    return ious, recs, tuple(sorted(int(m) for m in max_dets)), list(ranges), bounds
+
+
+def mean_average_precision(
+    preds: Sequence[Mapping[str, Tensor]],
+    targets: Sequence[Mapping[str, Tensor]],
+    iou_type: str = "bbox",
+    iou_thresholds: Sequence[float] | None = None,
+    rec_thresholds: Sequence[float] | None = None,
+    max_dets: Sequence[int] = COCO_MAX_DETS,
+    area_ranges: Mapping[str, tuple[float, float]] | None = None,
+    class_metrics: bool = True,
+) -> dict:
+    """COCO-style mean average precision and recall, equal to pycocotools' COCOeval.
+
+    For every (image, class): keep the ``max(max_dets)`` highest-scoring detections;
+    for every area range and IoU threshold, match greedily (module docstring), with
+    pycocotools' rules:
+
+    * crowd ground truths (``iscrowd``) are ignored, may absorb any number of
+      detections, and their IoU is intersection / detection area;
+    * a ground truth is ignored outside the area range, judged by its ``area`` (see
+      :func:`target_areas`: the ``area`` field when given, as COCO does, not the box);
+    * a detection matched to an ignored ground truth is dropped, and so is an unmatched
+      detection whose own area is outside the range. A detection's area is its *box*
+      area in both modes, because pycocotools' ``loadRes`` computes ``w * h`` for every
+      result that carries a ``bbox`` (ours do, as do detectron2's);
+    * thresholds are capped at ``1 - 1e-10``; matching uses ``>=``.
+
+    Then per class, area and cap: rank detections over all images (stable sort by
+    score; ties in image order, then rank), precision ``TP / (TP + FP + eps)``, its
+    envelope, and 101-point interpolation. A class without (non-ignored) ground truth
+    in a range gives -1 there, which the means skip. ``map_small`` etc. and the
+    per-class values use the largest cap (pycocotools hard-codes 100 in ``summarize``).
+
+    Args:
+        preds: one dict per image: ``boxes`` (Tensor[N, 4] xyxy), ``scores``
+            (Tensor[N]), ``labels`` (Tensor[N] int), and for ``"segm"`` ``masks``
+            (Tensor[N, H, W] bool/uint8).
+        targets: one dict per image: ``boxes`` (Tensor[M, 4] xyxy), ``labels``
+            (Tensor[M] int), optionally ``iscrowd`` (Tensor[M]), ``area`` (Tensor[M]),
+            and for ``"segm"`` ``masks`` (Tensor[M, H, W]).
+        iou_type: ``"bbox"`` or ``"segm"`` (mask IoU).
+        iou_thresholds: default COCO's 0.50:0.05:0.95.
+        rec_thresholds: default COCO's 0:0.01:1.
+        max_dets: per-image caps, default (1, 10, 100).
+        area_ranges: ``{name: (low, high)}`` inclusive, must contain ``"all"``;
+            default COCO's all / small / medium / large.
+        class_metrics: also return per-class values.
+
+    Returns:
+        dict of Python floats (-1.0 where undefined): ``map``, ``map_50``, ``map_75``,
+        ``map_<area>``, ``mar_<cap>`` for each cap, ``mar_<area>``; with
+        ``class_metrics``, ``map_per_class`` and ``mar_<largest cap>_per_class``, each
+        ``{label: float}`` over every label seen in ``preds`` or ``targets``.
+
+    Raises:
+        ValueError: on unequal lengths, or naming the image index and key of a missing
+            or malformed entry, or a bad parameter.
+    """
+    thresholds, recs, max_dets, area_names, bounds = _settings(
+        iou_type, iou_thresholds, rec_thresholds, max_dets, area_ranges
+    )
+    if len(preds) != len(targets):
+        raise ValueError(f"preds and targets must have one entry per image, got {len(preds)} and {len(targets)}")
+    for i, (pred, target) in enumerate(zip(preds, targets)):
+        _validate_image(i, pred, target, iou_type)
+    dets, gts = _flatten(preds, is_pred=True), _flatten(targets, is_pred=False)
+    classes = np.unique(np.concatenate([dets.label, gts.label]))  # [K]
+    dets, det_rank = _top_detections(dets, max_dets[-1])
+    det_class, gt_class = np.searchsorted(classes, dets.label), np.searchsorted(classes, gts.label)
+    # a group is one (image, class) pair; both tables are sorted by it
+    keys = np.unique(np.concatenate([dets.image * len(classes) + det_class, gts.image * len(classes) + gt_class]))
+    det_group = np.searchsorted(keys, dets.image * len(classes) + det_class)
+    gt_group = np.searchsorted(keys, gts.image * len(classes) + gt_class)
+    pair_det, pair_gt, pair_rank = _same_group_pairs(det_group, gt_group, len(keys))
+    if iou_type == "bbox":
+        iou = _pair_box_ious(dets.boxes[pair_det], gts.boxes[pair_gt], gts.extra[pair_gt])
+    else:
+        iou = _pair_mask_ious(dets, gts, pair_det, pair_gt, preds, targets)
+    gt_ignore = gts.extra[:, None] | _outside(gts.area, bounds)  # [G, A]: crowd or out of range
+    pairs = (pair_det, pair_gt, pair_rank, iou)
+    matches = _match_all(det_group, det_rank, gt_group, gts.extra, gt_ignore, pairs, thresholds, len(keys))
+    tp, fp = _outcomes(matches, gt_ignore, _outside(dets.area, bounds))
+    n_regular = np.stack([np.bincount(gt_class[~ignored], minlength=len(classes)) for ignored in gt_ignore.T], axis=1)
+    precision, recall = _accumulate(dets.extra, det_class, det_rank, tp, fp, n_regular, recs, max_dets)
+    return _summarize(precision, recall, thresholds, area_names, max_dets, classes, class_metrics)
+
+
+def _top_detections(dets: _Flat, max_det: int) -> tuple[_Flat, np.ndarray]:
+    """The ``max_det`` best detections of each (image, label), sorted by (image, label, rank).
+
+    Returns:
+        tuple: the kept detections, and the rank of each within its (image, label).
+    """
+    order = _stable_order(dets.image, dets.label, -dets.extra)
+    _, group = np.unique(np.stack([dets.image[order], dets.label[order]]), axis=1, return_inverse=True)
+    rank = _rank_within(group.ravel())
+    return dets.take(order[rank < max_det]), rank[rank < max_det]
+
+
+def _outside(areas: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """``[N, A]`` bool: area outside each inclusive range ``bounds[a] = (low, high)``."""
+    return (areas[:, None] < bounds[:, 0]) | (areas[:, None] > bounds[:, 1])
+
+
+def _outcomes(matches: np.ndarray, gt_ignore: np.ndarray, det_outside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """True and false positives from matches; ignored detections are neither.
+
+    A detection is ignored when it matched an ignored ground truth, or matched nothing
+    and its own area is outside the range.
+
+    Args:
+        matches (ndarray[D, A, T]): matched ground-truth row or -1.
+        gt_ignore (ndarray[G, A] bool); det_outside (ndarray[D, A] bool).
+
+    Returns:
+        tuple[ndarray[D, A, T] bool, ndarray[D, A, T] bool]: ``tp``, ``fp``.
+    """
+    found = matches >= 0
+    if not len(gt_ignore):
+        return found, ~found & ~det_outside[:, :, None]
+    areas = np.arange(gt_ignore.shape[1])[:, None]  # [A, 1] against matches [D, A, T]
+    on_ignored = found & gt_ignore[np.maximum(matches, 0), areas]
+    return found & ~on_ignored, ~found & ~det_outside[:, :, None]
