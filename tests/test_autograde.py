@@ -130,7 +130,8 @@ def test_feedback_exists_for_everyone_and_hides_hidden_tests(graded):
         assert "HIDDEN TESTS" not in text, student
     forbidden_page = (out / "feedback" / "forbidden" / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text()
     assert "torch.mul, which is disabled" in forbidden_page
-    assert "the test code is hidden" in forbidden_page
+    assert "frames of the test cell, which holds hidden tests" in forbidden_page
+    assert "guards.py" not in forbidden_page
 
 
 def test_release_has_no_solutions_or_hidden_tests(graded):

@@ -256,3 +256,30 @@ def test_devices_lists_the_cpu_first():
     found = devices()
     assert found[0] == torch.device("cpu")
     assert (torch.device("cuda") in found) == torch.cuda.is_available()
+
+
+def test_methods_resolve_from_dotted_names():
+    from pycocotools.cocoeval import COCOeval
+
+    with pytest.raises(ForbiddenCallError, match="COCOeval.evaluate"):
+        with forbid("pycocotools.cocoeval.COCOeval.evaluate"):
+            COCOeval.evaluate(object())  # raises inside; the call itself is what is recorded
+    with pytest.raises(ValueError, match="no importable module"):
+        forbid("no_such_package.anything")
+
+
+# Module-level on purpose: stand-ins replace names in the student function's globals.
+def student_helper(x):
+    return x + 1
+
+
+def student_main(x):
+    return student_helper(x) * 10
+
+
+def test_stand_ins_replace_helpers_only_during_the_call():
+    assert student_main(1) == 20
+    assert call_student(student_main, 1, stand_in={"student_helper": lambda x: x + 2}) == 30
+    assert student_main(1) == 20  # restored
+    assert call_student(student_main, 1, stand_in={"not_defined_before": abs}) == 20
+    assert "not_defined_before" not in globals()

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor
 
+import cs_dense.grading
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: Where the grading library lives; its frames in a traceback are noise to a student.
+GRADING_PACKAGE = str(Path(cs_dense.grading.__file__).parent)
 
 
 class StderrAsStdout(NbGraderPreprocessor):
@@ -29,9 +34,10 @@ class StderrAsStdout(NbGraderPreprocessor):
 class HideHiddenTests(ClearHiddenTests):
     """Remove hidden tests from feedback, including the traceback lines that quote them.
 
-    The error message a check raised is kept (it explains what was wrong); the traceback
-    frame of the test cell itself is dropped, while frames inside the student's own code
-    stay so they can find the line that failed.
+    The error message a check raised is kept (it explains what was wrong). Traceback
+    frames of the test cell itself (they may quote hidden lines) and of the grading
+    library are dropped; frames inside the student's own code stay, so they can find the
+    line that failed.
     """
 
     def preprocess_cell(self, cell, resources, cell_index):
@@ -39,9 +45,10 @@ class HideHiddenTests(ClearHiddenTests):
         cell, resources = super().preprocess_cell(cell, resources, cell_index)
         if not had_hidden:
             return cell, resources
-        own_frame = f"Cell In[{cell.get('execution_count')}]"
+        hidden = (f"Cell In[{cell.get('execution_count')}]", GRADING_PACKAGE)
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
-                frames = [f for f in output.get("traceback", []) if own_frame not in _ANSI.sub("", f)]
-                output["traceback"] = [*frames[:-1], "(the test code is hidden)", *frames[-1:]]
+                frames = [f for f in output.get("traceback", []) if not any(h in _ANSI.sub("", f) for h in hidden)]
+                note = "(frames of the test cell, which holds hidden tests, and of the grader are not shown)"
+                output["traceback"] = [*frames[:-1], note, *frames[-1:]]
         return cell, resources

@@ -42,8 +42,17 @@ class Bug:
     why: str
 
 
-#: Bugs of the ``partial`` samples, by assignment.
-BUGS: dict[str, list[Bug]] = {}
+#: Bugs of the ``partial`` samples, by assignment: mistakes students really make.
+BUGS: dict[str, list[Bug]] = {
+    "03_iou_nms_map": [
+        Bug("box_iou", "size = (bottom_right - top_left).clamp(min=0)", "size = (bottom_right - top_left + 1).clamp(min=0)",
+            "the old VOC '+1' pixel width in the intersection while the areas use x2 - x1"),
+        Bug("nms", "for i in order.tolist():", "for i in range(len(boxes)):",
+            "the greedy pass visits boxes in index order instead of by decreasing score"),
+        Bug("average_precision", "envelope = precision.flip(0).cummax(0).values.flip(0)", "envelope = precision",
+            "AP from the raw precision, without the monotone envelope"),
+    ],
+}
 
 
 def _solution_code(source: str) -> str:

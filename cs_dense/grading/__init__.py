@@ -18,7 +18,15 @@ from cs_dense.grading.checks import (
     assert_scalar_close,
     assert_tensor_close,
 )
-from cs_dense.grading.guards import ForbiddenCallError, TimeLimitExceeded, call_student, devices, forbid, time_limit
+from cs_dense.grading.guards import (
+    ForbiddenCallError,
+    TimeLimitExceeded,
+    call_student,
+    devices,
+    forbid,
+    stand_ins,
+    time_limit,
+)
 
 __all__ = [
     "CheckFailure",
@@ -31,5 +39,6 @@ __all__ = [
     "call_student",
     "devices",
     "forbid",
+    "stand_ins",
     "time_limit",
 ]

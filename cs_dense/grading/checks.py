@@ -69,6 +69,7 @@ def assert_tensor_close(
         CheckFailure: with the case, shapes, dtypes, devices, the number of wrong
             elements, the largest error and the first wrong index.
     """
+    __tracebackhide__ = True  # IPython leaves the grader's frames out of tracebacks
     where = _where(case)
     if type(expected) is not torch.Tensor:
         raise TypeError(f"expected must be a torch.Tensor, got {_describe(expected)}")
@@ -132,6 +133,7 @@ def assert_scalar_close(
     Raises:
         CheckFailure: naming the case, the type or the two values and their difference.
     """
+    __tracebackhide__ = True  # IPython leaves the grader's frames out of tracebacks
     where = _where(case)
     if type(actual) not in _REAL_TYPES:
         hint = " (use .item() to turn a one-element tensor into a Python number)" if type(actual) is torch.Tensor else ""
@@ -145,6 +147,7 @@ def assert_scalar_close(
 
 def assert_int_equal(actual: object, expected: int, *, case: str = "") -> None:
     """Check that ``actual`` is an integer (Python or NumPy, not bool) equal to ``expected``."""
+    __tracebackhide__ = True  # IPython leaves the grader's frames out of tracebacks
     where = _where(case)
     if isinstance(actual, bool) or not isinstance(actual, Integral) or type(actual) not in (int, np.int32, np.int64):
         raise CheckFailure(f"{where}expected an int, got {_describe(actual)}")
@@ -172,6 +175,7 @@ def assert_dict_close(
     Raises:
         CheckFailure: naming the first missing key or the first wrong value.
     """
+    __tracebackhide__ = True  # IPython leaves the grader's frames out of tracebacks
     where = _where(case)
     if type(actual) is not dict:
         raise CheckFailure(f"{where}expected a dict, got {_describe(actual)}")

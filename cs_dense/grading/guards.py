@@ -50,20 +50,27 @@ def devices() -> list[torch.device]:
 
 
 def _resolve(target: str | Callable) -> tuple[str, object]:
-    """Turn ``"torchvision.ops.nms"`` or a callable into (display name, thing to watch)."""
-    if isinstance(target, str):
-        module_name, _, attr = target.rpartition(".")
-        if target.startswith("torch.ops."):
-            packet = torch.ops
-            for part in target.split(".")[2:]:
-                packet = getattr(packet, part)
-            return target, packet
+    """Turn ``"torchvision.ops.nms"`` or a callable into (display name, thing to watch).
+
+    A dotted name is resolved by importing its longest importable prefix and walking the
+    rest as attributes, so methods (``"pycocotools.cocoeval.COCOeval.evaluate"``) and
+    operators (``"torch.ops.torchvision.nms"``) work too.
+    """
+    if not isinstance(target, str):
+        return getattr(target, "__qualname__", repr(target)), target
+    parts = target.split(".")
+    for split in range(len(parts) - 1, 0, -1):
         try:
-            thing = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError, ValueError) as error:
+            thing = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[split:]:
+                thing = getattr(thing, attr)
+        except AttributeError as error:
             raise ValueError(f"cannot forbid {target!r}: {error}") from None
         return target, thing
-    return getattr(target, "__qualname__", repr(target)), target
+    raise ValueError(f"cannot forbid {target!r}: no importable module in it")
 
 
 class forbid(contextlib.ContextDecorator):
@@ -178,11 +185,36 @@ def _same(a: object, b: object) -> bool:
     return True  # other objects (numbers, strings, modules) are not inspected
 
 
+@contextlib.contextmanager
+def stand_ins(fn: Callable, functions: dict[str, Callable]) -> Iterator[None]:
+    """Inside the block, names in ``fn``'s module namespace refer to the given functions.
+
+    A notebook's functions look up other notebook functions by name when they run, so
+    replacing, say, ``box_iou`` with the reference while the student's ``nms`` is checked
+    means a mistake in ``box_iou`` costs points in the ``box_iou`` test only.
+    """
+    namespace = getattr(fn, "__globals__", None)
+    if namespace is None:
+        raise ValueError(f"stand-ins need a Python function, got {type(fn).__name__}")
+    missing = object()
+    saved = {name: namespace.get(name, missing) for name in functions}
+    namespace.update(functions)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is missing:
+                namespace.pop(name, None)
+            else:
+                namespace[name] = value
+
+
 def call_student(
     fn: Callable,
     *args,
     case: str = "",
     forbidden: tuple[str | Callable, ...] = (),
+    stand_in: dict[str, Callable] | None = None,
     timeout: float = 10.0,
     **kwargs,
 ):
@@ -197,6 +229,8 @@ def call_student(
         *args, **kwargs: its arguments.
         case: the case name used in messages.
         forbidden: functions disabled while ``fn`` runs (see :class:`forbid`).
+        stand_in: names (of the student's other functions) to replace by reference
+            implementations while ``fn`` runs (see :func:`stand_ins`).
         timeout: seconds allowed.
 
     Raises:
@@ -204,14 +238,16 @@ def call_student(
             function or ran too long. Exceptions raised by ``fn`` itself propagate with a
             note naming the case.
     """
+    __tracebackhide__ = True  # IPython leaves the grader's frames out of tracebacks
     name = getattr(fn, "__name__", "your function")
     where = f"[{case}] " if case else ""
     if not callable(fn):
         raise CheckFailure(f"{where}expected a function, got {type(fn).__name__}")
     call_args, call_kwargs = copy.deepcopy(args), copy.deepcopy(kwargs)
     guard = forbid(*forbidden, exercise=f"{where}{name}")
+    swap = stand_ins(fn, stand_in) if stand_in else contextlib.nullcontext()
     try:
-        with time_limit(timeout, f"{where}{name}"), guard:
+        with swap, time_limit(timeout, f"{where}{name}"), guard:
             result = fn(*call_args, **call_kwargs)
     except CheckFailure:
         raise
