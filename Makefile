@@ -20,7 +20,7 @@ demo: install
 	$(BIN)/cs-dense demo
 
 test: install
-	$(BIN)/pytest -n 2 --dist loadscope tests solutions --nbval-lax
+	$(BIN)/pytest -n 2 --dist loadscope --timeout 900 tests solutions --nbval-lax --nbval-cell-timeout 300
 
 lab: install
 	$(BIN)/jupyter lab notebooks

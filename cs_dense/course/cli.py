@@ -11,7 +11,7 @@ from cs_dense.course.autograde import NOTEBOOK_TIMEOUT, autograde, format_table
 from cs_dense.course.check import check, format_results
 from cs_dense.course.layout import find_course
 from cs_dense.course.release import release
-from cs_dense.course.samples import write_samples
+from cs_dense.course.samples import BUGS, write_samples
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,6 +40,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _explain_samples() -> str:
+    lines = ["", "complete = the solutions; blank = the released notebook; partial = the solutions with bugs:"]
+    for assignment, bugs in BUGS.items():
+        lines += [f"  {assignment} / {bug.cell}: {bug.why}" for bug in bugs]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -66,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows = autograde(course, course.data / "samples", out, workers=args.workers)
                 print()
                 print(format_table(rows))
+                print(_explain_samples())
                 if args.out:
                     print(f"\nfeedback pages: {args.out / 'feedback'}")
     except (ValueError, FileNotFoundError) as error:
