@@ -12,6 +12,7 @@ import torch
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from reference_loops import loop_iou
 
 from cs_dense.metrics import average_precision, match_detections, mean_average_precision, precision_recall_curve
 
@@ -21,15 +22,6 @@ COCO_TOLERANCE = 1e-6  # the brief's bar; in practice the numbers agree to round
 
 
 # ---------------------------------------------------------------- slow references
-
-
-def loop_iou(a: list[float], b: list[float]) -> float:
-    """IoU of two xyxy boxes in Python floats (0 for an empty union)."""
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def loop_match(pred_boxes, pred_scores, gt_boxes, iou_threshold, gt_ignore):

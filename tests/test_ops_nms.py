@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torchvision.ops as tv
+from reference_loops import loop_iou
 
 from cs_dense.ops import batched_nms, nms, soft_nms
 
@@ -29,15 +30,6 @@ def clustered_boxes(n: int, seed: int, dtype: torch.dtype = torch.float32, devic
     boxes = torch.cat([centre - half, centre + half], dim=1).to(dtype=dtype, device=device)
     scores = ((torch.randperm(n, generator=g) + 1).to(torch.float64) / n).to(dtype=dtype, device=device)
     return boxes, scores
-
-
-def loop_iou(a: list[float], b: list[float]) -> float:
-    """Slow reference IoU of two xyxy boxes in Python floats (0 for an empty union)."""
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def loop_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> list[int]:
