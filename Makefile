@@ -34,6 +34,7 @@ samples: install
 bench: install
 	$(BIN)/python benchmarks/bench_boxes.py
 	$(BIN)/python benchmarks/bench_map.py
+	$(BIN)/python benchmarks/bench_upsample.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,4 +1,5 @@
-"""Box operations with torchvision's names and semantics: geometry and NMS.
+"""Reference operations: box geometry and NMS (torchvision's names and semantics), and
+upsampling (unpooling, transposed convolution, with PyTorch's semantics).
 
 Boxes are ``Tensor[N, 4]`` in ``(x1, y1, x2, y2)`` absolute pixels unless a name says
 otherwise (``boxes_cxcywh``); :func:`box_convert` moves between formats.
@@ -6,13 +7,31 @@ otherwise (``boxes_cxcywh``); :func:`box_convert` moves between formats.
 
 from cs_dense.ops.boxes import box_area, box_convert, box_iou, generalized_box_iou
 from cs_dense.ops.nms import batched_nms, nms, soft_nms
+from cs_dense.ops.upsample import (
+    bed_of_nails_unpool,
+    bilinear_kernel,
+    conv2d_matrix,
+    conv_transpose2d,
+    conv_transpose2d_loop,
+    max_unpool2d,
+    nearest_unpool,
+    overlap_counts,
+)
 
 __all__ = [
     "batched_nms",
+    "bed_of_nails_unpool",
+    "bilinear_kernel",
     "box_area",
     "box_convert",
     "box_iou",
+    "conv2d_matrix",
+    "conv_transpose2d",
+    "conv_transpose2d_loop",
     "generalized_box_iou",
+    "max_unpool2d",
+    "nearest_unpool",
     "nms",
+    "overlap_counts",
     "soft_nms",
 ]
