@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/cs-dense demo
 
+# Two pytest workers share the cores: one PyTorch thread each (more threads than cores
+# make the notebooks' training loops many times slower).
 test: install
-	$(BIN)/pytest -n 2 --dist loadscope --timeout 900 tests solutions --nbval-lax --nbval-cell-timeout 300
+	OMP_NUM_THREADS=1 $(BIN)/pytest -n 2 --dist loadscope --timeout 900 tests solutions --nbval-lax --nbval-cell-timeout 300
 
 lab: install
 	$(BIN)/jupyter lab notebooks

@@ -1,11 +1,15 @@
 """cs_dense: the reference package of a notebook course on dense prediction.
 
 Subpackages:
-    ops       box geometry and NMS (torchvision-compatible names and semantics)
-    metrics   detection metrics (matching, AP, COCO-style mAP)
+    ops       box geometry and NMS (torchvision-compatible names and semantics),
+              upsampling (unpooling, transposed convolution), the Dice loss
+    metrics   detection (matching, AP, COCO-style mAP) and segmentation (confusion, mIoU, Dice)
+    models    U-Net
     data      the synthetic shapes dataset, COCO export, real-dataset adapters
     grading   what notebook test cells call: strict checks with explanations, guards
     course    nbgrader orchestration and the ``cs-dense`` command line
+    train     device choice, seeding, autograde-aware budgets, a time-boxed fit loop
+    viz       drawing images, boxes, masks, curves
 
 Conventions used throughout (see also ``shared/STYLE.md``):
 

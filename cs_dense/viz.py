@@ -212,3 +212,28 @@ def plot_pr_curve(ax: Axes, precision, recall, interpolated: bool = True, label:
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     return lines
+
+
+def label_image(labels: Tensor, background: str = "black") -> Tensor:
+    """Colour a map of class labels with the class palette, ready for :func:`show_image`.
+
+    Args:
+        labels (Tensor[H, W] integer): class per pixel (0 = background).
+        background: the colour of class 0 (the palette's grey is meant for boxes and
+            reads poorly as a large area).
+
+    Returns:
+        Tensor[3, H, W] float32 RGB in ``[0, 1]``, on the CPU.
+
+    Raises:
+        ValueError: if ``labels`` is not a 2-d integer tensor with non-negative labels.
+    """
+    if not isinstance(labels, Tensor) or labels.dim() != 2 or labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be an integer tensor [H, W], got {labels.dtype if isinstance(labels, Tensor) else type(labels).__name__}"
+                         f"{' ' + str(list(labels.shape)) if isinstance(labels, Tensor) else ''}")
+    labels = labels.detach().cpu().long()
+    if labels.numel() and labels.min() < 0:
+        raise ValueError(f"labels must be non-negative, got {labels.min().item()}")
+    count = int(labels.max()) + 1 if labels.numel() else 1
+    colors = torch.tensor([to_rgba(background if c == 0 else class_color(c))[:3] for c in range(count)], dtype=torch.float32)
+    return colors[labels].permute(2, 0, 1)

@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cs_dense.course.autograde import autograde
+from cs_dense.course.autograde import autograde, kernel_threads
 from cs_dense.course.check import check
 from cs_dense.course.release import release
 from cs_dense.course.samples import write_samples
@@ -160,3 +160,13 @@ def test_autograde_rejects_bad_arguments(tmp_path):
         autograde(course, tmp_path / "subs", tmp_path / "out")
     with pytest.raises(ValueError, match="workers"):
         autograde(course, tmp_path / "subs", tmp_path / "out", workers=0)
+
+
+def test_kernels_share_the_cores_among_workers(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert [kernel_threads(w) for w in (1, 2, 3, 8, 16)] == ["8", "4", "2", "1", "1"]
+    monkeypatch.setattr("os.cpu_count", lambda: None)
+    assert kernel_threads(1) == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert kernel_threads(2) == "3"

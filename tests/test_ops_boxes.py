@@ -7,7 +7,8 @@ import torch
 import torchvision.ops as tv
 from reference_loops import loop_iou
 
-from cs_dense.ops import box_area, box_convert, box_iou, generalized_box_iou
+from cs_dense.data import make_sample
+from cs_dense.ops import box_area, box_convert, box_iou, generalized_box_iou, masks_to_boxes
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 FLOAT_DTYPES = [torch.float16, torch.float32, torch.float64]
@@ -196,3 +197,34 @@ def test_inputs_are_not_modified():
 def test_bad_input_raises_value_error_naming_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_masks_to_boxes_is_torchvision_plus_one(device):
+    gen = torch.Generator().manual_seed(7)
+    masks = torch.rand(40, 23, 31, generator=gen) < 0.002  # sparse: many small and some empty masks
+    masks[0] = True  # the whole image
+    masks[1, 5, 9] = True  # a single pixel...
+    masks[1, 5, 10:] = False
+    masks[2] = False  # an empty mask
+    expected = tv.masks_to_boxes(masks.to(device).float())
+    expected[:, 2:] += 1
+    expected[~masks.flatten(1).any(1)] = 0
+    assert masks[1].sum() >= 1 and (~masks.flatten(1).any(1)).sum() >= 1
+    torch.testing.assert_close(masks_to_boxes(masks.to(device)), expected)
+
+
+def test_masks_to_boxes_matches_the_shapes_dataset():
+    for index in range(20):
+        target = make_sample(index, "train")[1]
+        torch.testing.assert_close(masks_to_boxes(target["masks"]), target["boxes"])
+
+
+def test_masks_to_boxes_hand_case_and_errors():
+    mask = torch.zeros(1, 4, 6, dtype=torch.uint8)
+    mask[0, 1:3, 2:5] = 1  # rows 1-2, columns 2-4
+    assert masks_to_boxes(mask).tolist() == [[2.0, 1.0, 5.0, 3.0]]
+    assert masks_to_boxes(torch.zeros(0, 4, 6)).shape == (0, 4)
+    assert masks_to_boxes(torch.zeros(2, 0, 6)).tolist() == [[0.0] * 4] * 2
+    with pytest.raises(ValueError, match=r"\[N, H, W\]"):
+        masks_to_boxes(torch.zeros(4, 6))

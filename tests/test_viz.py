@@ -142,3 +142,17 @@ def test_pr_curve_without_envelope(ax):
 def test_pr_curve_rejects_unequal_lengths(ax):
     with pytest.raises(ValueError, match="same length"):
         viz.plot_pr_curve(ax, torch.ones(3), torch.ones(2))
+
+
+def test_label_image_colours_each_class_with_the_palette():
+    from matplotlib.colors import to_rgb
+
+    labels = torch.tensor([[0, 1], [3, 9]])
+    rgb = viz.label_image(labels)
+    assert rgb.shape == (3, 2, 2) and rgb.dtype == torch.float32
+    for (i, j), color in {(0, 0): "black", (0, 1): viz.PALETTE[1], (1, 0): viz.PALETTE[3], (1, 1): viz.PALETTE[1]}.items():
+        assert rgb[:, i, j].tolist() == pytest.approx(list(to_rgb(color)))
+    with pytest.raises(ValueError, match="integer tensor"):
+        viz.label_image(torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="non-negative"):
+        viz.label_image(torch.tensor([[-1]]))

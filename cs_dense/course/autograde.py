@@ -163,6 +163,18 @@ def _failure(log: str) -> tuple[str, str]:
     return "crashed", f"grading failed: {(last[-1] if last else 'unknown error')[:300]}"
 
 
+def kernel_threads(workers: int) -> str:
+    """Threads each grading kernel may use: the cores shared among the workers (at least 1).
+
+    An explicit ``OMP_NUM_THREADS`` in the environment wins. Without a cap, each kernel's
+    PyTorch starts one thread per core, and two workers on two cores then run four busy
+    threads whose synchronisation makes small training loops many times slower.
+    """
+    if os.environ.get("OMP_NUM_THREADS"):
+        return os.environ["OMP_NUM_THREADS"]
+    return str(max(1, (os.cpu_count() or 1) // workers))
+
+
 def _grade_one(job: _Job, master_db: Path, work: Path, course: Course, feedback_out: Path, settings: dict) -> Grade:
     """Autograde one student's assignment in its own temporary nbgrader course."""
     folder = Path(tempfile.mkdtemp(prefix="job_", dir=work))
@@ -180,6 +192,7 @@ def _grade_one(job: _Job, master_db: Path, work: Path, course: Course, feedback_
         JUPYTER_CONFIG_DIR=str(private / "jupyter"),
         MPLCONFIGDIR=str(private / "matplotlib"),
         HOME=str(private),
+        OMP_NUM_THREADS=settings["threads"],
     )
     max_score = settings["max_scores"][job.assignment]
     args = ["autograde", job.assignment, "--student", job.student, "--force"]
@@ -296,7 +309,8 @@ def autograde(
     snapshot = Snapshot(course)
     with tempfile.TemporaryDirectory(prefix="cs_dense_autograde_") as tmp:
         work = Path(tmp)
-        settings = {"notebook_timeout": notebook_timeout, "cell_timeout": cell_timeout, "max_scores": {}}
+        settings = {"notebook_timeout": notebook_timeout, "cell_timeout": cell_timeout, "max_scores": {},
+                    "threads": kernel_threads(workers)}
         master_dbs = {}
         for assignment in sorted({j.assignment for j in jobs} | {r.assignment_id for r in rows}):
             master = work / f"master_{assignment}"

@@ -44,6 +44,27 @@ class Bug:
 
 #: Bugs of the ``partial`` samples, by assignment: mistakes students really make.
 BUGS: dict[str, list[Bug]] = {
+    "00_tasks_and_data": [
+        Bug("masks_to_boxes", "x2 = width - cols.flip(-1).argmax(dim=1)", "x2 = width - 1 - cols.flip(-1).argmax(dim=1)",
+            "x2 is the last occupied column (torchvision's convention), one pixel short of the course's"),
+    ],
+    "01_upsampling": [
+        Bug("max_unpool", "sh, sw = pair(kernel_size if stride is None else stride)", "sh, sw = pair(1 if stride is None else stride)",
+            "the default stride taken as 1, as in a convolution, instead of the kernel size, as in pooling"),
+        Bug("conv_transpose2d_loop", 'stamp = torch.einsum("bc,cokl->bokl", x[:, :, i, j], weight)',
+            'stamp = torch.einsum("bc,cokl->bokl", x[:, :, i, j], weight.flip(2, 3))',
+            "the kernel flipped before stamping, because 'a real convolution flips the kernel'"),
+        Bug("conv_transpose2d", "kernels = weight.reshape(C_in, C_out * kH * kW).T",
+            "kernels = weight.transpose(0, 1).reshape(C_out * kH * kW, C_in)",
+            "channel axes swapped and then reshaped, which scrambles the kernels unless there is one channel"),
+    ],
+    "02_unet_segmentation": [
+        Bug("confusion_matrix", "pairs = targets.reshape(-1).long() * num_classes + preds.reshape(-1).long()",
+            "pairs = preds.reshape(-1).long() * num_classes + targets.reshape(-1).long()",
+            "rows and columns swapped: predictions in the rows, the truth in the columns"),
+        Bug("dice_loss", "dims = (0, 2, 3)", "dims = (2, 3)",
+            "the Dice score averaged per image instead of summed over the whole batch"),
+    ],
     "03_iou_nms_map": [
         Bug("box_iou", "size = (bottom_right - top_left).clamp(min=0)", "size = (bottom_right - top_left + 1).clamp(min=0)",
             "the old VOC '+1' pixel width in the intersection while the areas use x2 - x1"),

@@ -1,11 +1,13 @@
 """Reference operations: box geometry and NMS (torchvision's names and semantics), and
-upsampling (unpooling, transposed convolution, with PyTorch's semantics).
+upsampling (unpooling, transposed convolution, with PyTorch's semantics), and the soft
+Dice loss.
 
 Boxes are ``Tensor[N, 4]`` in ``(x1, y1, x2, y2)`` absolute pixels unless a name says
 otherwise (``boxes_cxcywh``); :func:`box_convert` moves between formats.
 """
 
-from cs_dense.ops.boxes import box_area, box_convert, box_iou, generalized_box_iou
+from cs_dense.ops.boxes import box_area, box_convert, box_iou, generalized_box_iou, masks_to_boxes
+from cs_dense.ops.losses import dice_loss
 from cs_dense.ops.nms import batched_nms, nms, soft_nms
 from cs_dense.ops.upsample import (
     bed_of_nails_unpool,
@@ -28,7 +30,9 @@ __all__ = [
     "conv2d_matrix",
     "conv_transpose2d",
     "conv_transpose2d_loop",
+    "dice_loss",
     "generalized_box_iou",
+    "masks_to_boxes",
     "max_unpool2d",
     "nearest_unpool",
     "nms",

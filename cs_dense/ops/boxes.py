@@ -229,3 +229,37 @@ def _from_xyxy(boxes: Tensor, fmt: str) -> Tensor:
     if fmt == "xywh":
         return torch.stack([x1, y1, w, h], dim=-1)
     return torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, w, h], dim=-1)
+
+
+def masks_to_boxes(masks: Tensor) -> Tensor:
+    """The tight xyxy box around each mask, under the course's pixel-edge convention.
+
+    Pixel ``(row, col)`` covers ``[col, col + 1) x [row, row + 1)``, so a mask whose
+    columns run from ``a`` to ``b`` (inclusive) has ``x1 = a`` and ``x2 = b + 1`` — the
+    convention of the shapes dataset and of COCO, under which the box's area
+    ``(x2 - x1) * (y2 - y1)`` is at least the mask's pixel count. ``torchvision.ops.masks_to_boxes``
+    returns the inclusive index ``b`` instead; the two differ by exactly 1 in ``x2`` and
+    ``y2``. An empty mask gives the box ``(0, 0, 0, 0)``, as in torchvision.
+
+    Args:
+        masks (Tensor[N, H, W]): any dtype; nonzero means "inside".
+
+    Returns:
+        Tensor[N, 4] float32: one box per mask, on the masks' device.
+
+    Raises:
+        ValueError: ``masks`` is not a 3-d tensor.
+    """
+    if not isinstance(masks, Tensor) or masks.dim() != 3:
+        shape = list(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
+        raise ValueError(f"masks must be a tensor of shape [N, H, W], got {shape}")
+    n, height, width = masks.shape
+    if masks.numel() == 0:
+        return torch.zeros(n, 4, device=masks.device)
+    inside = masks != 0
+    cols, rows = inside.any(dim=1), inside.any(dim=2)  # [N, W], [N, H]
+    # argmax of a bool row finds its first True; on the flipped row, the last one
+    x1, y1 = cols.int().argmax(dim=1), rows.int().argmax(dim=1)
+    x2, y2 = width - cols.flip(1).int().argmax(dim=1), height - rows.flip(1).int().argmax(dim=1)
+    boxes = torch.stack([x1, y1, x2, y2], dim=1).float()
+    return boxes * cols.any(dim=1, keepdim=True)  # empty masks -> (0, 0, 0, 0)
