@@ -49,7 +49,8 @@ def _hidden_lines(assignment: str) -> set[str]:
                     inside = BEGIN_HIDDEN in line
                     continue
                 (hidden if inside else visible).add(line.strip())
-    return {line for line in hidden - visible if len(line) > 15}
+    # a hidden line that is part of a visible one (a call broken over lines) is no secret
+    return {line for line in hidden - visible if len(line) > 15 and not any(line in seen for seen in visible)}
 
 
 def test_feedback_pages_hide_the_hidden_tests(demo):
