@@ -49,7 +49,7 @@ BUGS: dict[str, list[Bug]] = {
             "x2 is the last occupied column (torchvision's convention), one pixel short of the course's"),
     ],
     "01_upsampling": [
-        Bug("max_unpool", "sh, sw = pair(kernel_size if stride is None else stride)", "sh, sw = pair(1 if stride is None else stride)",
+        Bug("max_unpool", "sh, sw = _pair(kernel_size if stride is None else stride)", "sh, sw = _pair(1 if stride is None else stride)",
             "the default stride taken as 1, as in a convolution, instead of the kernel size, as in pooling"),
         Bug("conv_transpose2d_loop", 'stamp = torch.einsum("bc,cokl->bokl", x[:, :, i, j], weight)',
             'stamp = torch.einsum("bc,cokl->bokl", x[:, :, i, j], weight.flip(2, 3))',

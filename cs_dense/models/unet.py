@@ -30,7 +30,7 @@ UPSAMPLE_MODES = ("transpose", "bilinear")
 
 @dataclass(frozen=True)
 class UNetConfig:
-    """The shape of a :class:`UNet`.
+    """The shape of a :class:`UNet`. The defaults are the network notebook 02 trains.
 
     Attributes:
         in_channels: channels of the input image.
@@ -44,8 +44,8 @@ class UNetConfig:
 
     in_channels: int = 3
     num_classes: int = 4
-    depth: int = 3
-    width: int = 16
+    depth: int = 4
+    width: int = 8
     skip: bool = True
     upsample: str = "transpose"
 
