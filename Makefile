@@ -37,6 +37,8 @@ bench: install
 	$(BIN)/python benchmarks/bench_boxes.py
 	$(BIN)/python benchmarks/bench_map.py
 	$(BIN)/python benchmarks/bench_upsample.py
+	$(BIN)/python benchmarks/bench_roi.py
+	$(BIN)/python benchmarks/bench_detector.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -10,11 +10,9 @@ against torchvision before anything is timed.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 import torchvision.ops as tv
-from common import interleaved_medians, print_environment, print_table
+from common import interleaved_medians, print_environment, print_table, timing_arguments
 
 from cs_dense.ops import batched_nms, box_iou, nms
 
@@ -51,11 +49,7 @@ def coordinate_offset(boxes, scores, idxs, threshold):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
-    parser.add_argument("--reps", type=int, default=None, help="timed repetitions per candidate")
-    args = parser.parse_args()
-    reps = args.reps or (3 if args.quick else 15)
+    args, reps = timing_arguments(__doc__)
     iou_size = 200 if args.quick else 2000
     nms_sizes = (100, 300) if args.quick else (1000, 5000)
     batched = [(300, 5), (300, 20)] if args.quick else [(5000, 5), (5000, 80)]

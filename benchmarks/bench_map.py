@@ -11,13 +11,12 @@ which favours them). All three must agree (to 1e-6) before anything is timed.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 
 import numpy as np
 import torch
-from common import interleaved_medians, print_environment, print_table
+from common import interleaved_medians, print_environment, print_table, timing_arguments
 from faster_coco_eval import COCO as FastCOCO
 from faster_coco_eval import COCOeval_faster
 from pycocotools.coco import COCO
@@ -78,12 +77,8 @@ def cocoeval_runner(coco_cls, eval_cls, gt_dict: dict, results: list[dict], **ev
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="20 images, for a smoke run")
-    parser.add_argument("--reps", type=int, default=None, help="timed repetitions per candidate")
-    args = parser.parse_args()
+    args, reps = timing_arguments(__doc__, "20 images, for a smoke run", reps=(2, 5))
     n_images = 20 if args.quick else 500
-    reps = args.reps or (2 if args.quick else 5)
     print_environment()
     preds, targets = detection_dataset(n_images)
     gt_dict = to_coco_gt(targets, [(HEIGHT, WIDTH)] * n_images, CATEGORIES)

@@ -13,11 +13,9 @@ Every result is checked against PyTorch before anything is timed.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 import torch.nn.functional as F
-from common import interleaved_medians, print_environment, print_table
+from common import interleaved_medians, print_environment, print_table, timing_arguments
 
 from cs_dense.ops.upsample import conv_transpose2d
 
@@ -51,11 +49,7 @@ def zero_insertion(x, weight, stride, padding):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
-    parser.add_argument("--reps", type=int, default=None, help="timed repetitions per candidate")
-    args = parser.parse_args()
-    reps = args.reps or (3 if args.quick else 15)
+    args, reps = timing_arguments(__doc__)
     B, C_in, C_out, size = (2, 16, 8, 16) if args.quick else (8, 64, 32, 32)
     print_environment()
     rows = []

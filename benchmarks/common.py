@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import argparse
 import platform
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
+
+
+def timing_arguments(doc: str, quick_help: str = "tiny sizes, for a smoke run", reps: tuple[int, int] = (3, 15)):
+    """Parse the options every timing script shares: ``--quick`` and ``--reps``.
+
+    Returns:
+        ``(args, reps)``: the parsed options and the repetitions to time, ``--reps`` or the
+        default for the mode (``reps[0]`` quick, ``reps[1]`` full).
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--reps", type=int, default=None, help="timed repetitions per candidate")
+    args = parser.parse_args()
+    return args, args.reps or (reps[0] if args.quick else reps[1])
 
 
 def print_environment() -> None:

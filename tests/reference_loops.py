@@ -1,6 +1,16 @@
-"""Slow, obviously-correct references shared by several test files."""
+"""Slow, obviously-correct references and seeded inputs shared by several test files."""
 
 from __future__ import annotations
+
+import torch
+
+
+def random_boxes(n: int, seed: int, dtype: torch.dtype = torch.float32, device: str = "cpu") -> torch.Tensor:
+    """Seeded random xyxy boxes inside a 100 x 100 image, sizes 1..40 pixels."""
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * 80
+    wh = torch.rand(n, 2, generator=g, dtype=torch.float64) * 39 + 1
+    return torch.cat([xy, xy + wh], dim=1).to(dtype=dtype, device=device)
 
 
 def loop_iou(a: list[float], b: list[float]) -> float:

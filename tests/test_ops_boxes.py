@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision.ops as tv
-from reference_loops import loop_iou
+from reference_loops import loop_iou, random_boxes
 
 from cs_dense.data import make_sample
 from cs_dense.ops import box_area, box_convert, box_iou, generalized_box_iou, masks_to_boxes
@@ -24,14 +24,6 @@ TOLERANCES = {
     torch.float32: dict(rtol=1e-6, atol=1e-6),
     torch.float64: dict(rtol=1e-12, atol=1e-12),
 }
-
-
-def random_boxes(n: int, seed: int, dtype: torch.dtype = torch.float32, device: str = "cpu") -> torch.Tensor:
-    """Seeded random xyxy boxes inside a 100 x 100 image, sizes 1..40 pixels."""
-    g = torch.Generator().manual_seed(seed)
-    xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * 80
-    wh = torch.rand(n, 2, generator=g, dtype=torch.float64) * 39 + 1
-    return torch.cat([xy, xy + wh], dim=1).to(dtype=dtype, device=device)
 
 
 # ---------------------------------------------------------------- hand-computed cases

@@ -73,6 +73,22 @@ BUGS: dict[str, list[Bug]] = {
         Bug("average_precision", "envelope = precision.flip(0).cummax(0).values.flip(0)", "envelope = precision",
             "AP from the raw precision, without the monotone envelope"),
     ],
+    "04_anchors_rpn": [
+        Bug("grid_anchors", "shifts = torch.stack([xs, ys, xs, ys], dim=-1)", "shifts = torch.stack([ys, xs, ys, xs], dim=-1)",
+            "x and y swapped in the shifts: anchors land at (row, column) instead of (x, y)"),
+        Bug("label_anchors", "labels[best >= high] = 1", "labels[best > high] = 1",
+            "a strict threshold: an anchor at exactly IoU 0.7 is not positive"),
+        Bug("rpn_loss", 'targets[positive], beta=1 / 9, reduction="sum") / count', "targets[positive], beta=1 / 9)",
+            "the box loss averaged over the positives' coordinates instead of summed and divided by the sample size"),
+    ],
+    "05_roi_align": [
+        Bug("bilinear_sample", "a, b = y - y0, x - x0", "a, b = x - x0, y - y0",
+            "the row and column fractions mixed up"),
+        Bug("roi_align", "offset = 0.5 if aligned else 0.0", "offset = 0.0",
+            "aligned=True ignored: no half-pixel shift"),
+        Bug("fast_rcnn_loss", 'reduction="sum") / K', 'reduction="sum") / max(len(foreground), 1)',
+            "the box loss divided by the number of foreground proposals instead of all K sampled"),
+    ],
 }
 
 

@@ -1,6 +1,6 @@
 """Reference operations: box geometry and NMS (torchvision's names and semantics), and
-upsampling (unpooling, transposed convolution, with PyTorch's semantics), and the soft
-Dice loss.
+upsampling (unpooling, transposed convolution, with PyTorch's semantics), RoI Pool and RoI
+Align (torchvision's), and the soft Dice loss.
 
 Boxes are ``Tensor[N, 4]`` in ``(x1, y1, x2, y2)`` absolute pixels unless a name says
 otherwise (``boxes_cxcywh``); :func:`box_convert` moves between formats.
@@ -9,6 +9,7 @@ otherwise (``boxes_cxcywh``); :func:`box_convert` moves between formats.
 from cs_dense.ops.boxes import box_area, box_convert, box_iou, generalized_box_iou, masks_to_boxes
 from cs_dense.ops.losses import dice_loss
 from cs_dense.ops.nms import batched_nms, nms, soft_nms
+from cs_dense.ops.roi import bilinear_sample, roi_align, roi_pool
 from cs_dense.ops.upsample import (
     bed_of_nails_unpool,
     bilinear_kernel,
@@ -24,6 +25,7 @@ __all__ = [
     "batched_nms",
     "bed_of_nails_unpool",
     "bilinear_kernel",
+    "bilinear_sample",
     "box_area",
     "box_convert",
     "box_iou",
@@ -37,5 +39,7 @@ __all__ = [
     "nearest_unpool",
     "nms",
     "overlap_counts",
+    "roi_align",
+    "roi_pool",
     "soft_nms",
 ]
