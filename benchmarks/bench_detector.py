@@ -30,7 +30,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAncho
 from torchvision.ops import MultiScaleRoIAlign
 
 from cs_dense.data.shapes import ShapesDataset
-from cs_dense.metrics.detection import mean_average_precision
+from cs_dense.metrics import mean_average_precision
 from cs_dense.models.two_stage import DetectorConfig, TwoStageDetector, small_backbone
 from cs_dense.train import fit, seed_everything
 

@@ -4,8 +4,8 @@ Every helper draws on an ``Axes`` you pass in and returns what it added, so a no
 keeps control of the figure layout. Tensors may live on any device; they are copied to
 the CPU for drawing.
 
-Pixel convention (see ``shared/STYLE.md``): pixel ``(i, j)`` covers ``[j, j+1) x [i, i+1)``
-in box coordinates, while ``imshow`` puts the *centre* of pixel ``(i, j)`` at ``(j, i)``.
+Pixel convention (see the package docstring, :mod:`cs_dense`): pixel ``(i, j)`` covers
+``[j, j+1) x [i, i+1)`` in box coordinates, while ``imshow`` puts the *centre* of pixel ``(i, j)`` at ``(j, i)``.
 A box coordinate ``x`` therefore sits at ``x - 0.5`` on an image's axes; the helpers here
 apply that shift so that a box drawn over an image hugs exactly the pixels it covers.
 """
@@ -18,6 +18,9 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.colors import to_rgba
 from torch import Tensor
+
+from cs_dense.metrics.ap import precision_envelope
+from cs_dense.validation import describe
 
 #: One colour per class index (0 is background), reused cyclically beyond the list.
 PALETTE = ("tab:gray", "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink")
@@ -202,7 +205,7 @@ def plot_pr_curve(ax: Axes, precision, recall, interpolated: bool = True, label:
     raw_label = label if label is not None else "raw"
     lines = ax.plot(r.numpy(), p.numpy(), marker="o", markersize=4, linewidth=0.8, alpha=0.7, label=raw_label)
     if interpolated and p.numel() > 0:
-        env = p.flip(0).cummax(dim=0).values.flip(0)  # best precision at this or any later rank
+        env = precision_envelope(p)
         xs = torch.cat([r.new_zeros(1), r]).numpy()
         ys = torch.cat([env[:1], env]).numpy()
         env_label = f"{label} (interpolated)" if label is not None else "interpolated"
@@ -229,7 +232,7 @@ def label_image(labels: Tensor, background: str = "black") -> Tensor:
         ValueError: if ``labels`` is not a 2-d integer tensor with non-negative labels.
     """
     if not isinstance(labels, Tensor) or labels.dim() != 2 or labels.is_floating_point() or labels.dtype == torch.bool:
-        raise ValueError(f"labels must be an integer tensor [H, W], got {labels.dtype if isinstance(labels, Tensor) else type(labels).__name__}"
+        raise ValueError(f"labels must be an integer tensor [H, W], got {describe(labels)}"
                          f"{' ' + str(list(labels.shape)) if isinstance(labels, Tensor) else ''}")
     labels = labels.detach().cpu().long()
     if labels.numel() and labels.min() < 0:

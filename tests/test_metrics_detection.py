@@ -1,4 +1,4 @@
-"""cs_dense.metrics.detection against pycocotools' COCOeval, slow loop references and hand cases."""
+"""cs_dense.metrics (matching, AP, COCO mAP) against pycocotools' COCOeval, slow loop references and hand cases."""
 
 from __future__ import annotations
 

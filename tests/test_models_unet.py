@@ -32,9 +32,9 @@ def test_invalid_sizes_name_the_valid_ones(size, message):
 
 
 def test_bad_inputs_and_configs():
-    with pytest.raises(ValueError, match=r"expects images \[B, 3, H, W\], got \[3, 16, 16\]"):
+    with pytest.raises(ValueError, match=r"expects images \[B, 3, H, W\], got Tensor\[3, 16, 16\]"):
         UNet(width=4)(torch.randn(3, 16, 16))
-    with pytest.raises(ValueError, match=r"expects images \[B, 3, H, W\], got \[1, 1, 16, 16\]"):
+    with pytest.raises(ValueError, match=r"expects images \[B, 3, H, W\], got Tensor\[1, 1, 16, 16\]"):
         UNet(width=4)(torch.randn(1, 1, 16, 16))
     for bad in ({"depth": 0}, {"width": 2.5}, {"num_classes": 1}, {"upsample": "nearest"}, {"skip": 1}):
         with pytest.raises(ValueError, match="UNetConfig"):

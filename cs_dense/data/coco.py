@@ -5,7 +5,7 @@ COCO files keep one JSON record per object. The mapping:
 
 * ``bbox`` is ``[x, y, width, height]`` (xywh) in float64 pixels.
 * ``area`` is ``target["area"]`` when present, else the mask's pixel count, else the box
-  area (:func:`cs_dense.metrics.detection.target_areas`). COCOeval bins objects into
+  area (:func:`cs_dense.data.detections.target_areas`). COCOeval bins objects into
   small / medium / large by this number, not by the box.
 * ``segmentation`` is compressed RLE from ``pycocotools.mask.encode``, its ``counts``
   decoded to text so the record is JSON.
@@ -25,7 +25,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from torch import Tensor
 
-from cs_dense.metrics.detection import check_detection_dict, target_areas
+from cs_dense.data.detections import check_detection_dict, target_areas
+from cs_dense.ops.boxes import box_convert
 
 
 def to_coco_gt(
@@ -163,8 +164,7 @@ def _categories(categories: Sequence[str] | Sequence[Mapping[str, Any]]) -> list
 
 def _xywh_lists(boxes: Tensor) -> list[list[float]]:
     """xyxy tensor -> COCO ``[x, y, w, h]`` lists, widths formed in float64."""
-    xyxy = boxes.detach().cpu().double()
-    return [[x1, y1, x2 - x1, y2 - y1] for x1, y1, x2, y2 in xyxy.tolist()]
+    return box_convert(boxes.detach().cpu().double(), "xyxy", "xywh").tolist()
 
 
 def _rles(masks: Tensor, size: tuple[int, int], name: str) -> list[dict[str, Any]]:

@@ -29,6 +29,8 @@ from torchvision.datasets import CocoDetection, VOCDetection
 from torchvision.datasets.voc import DATASET_YEAR_DICT
 from torchvision.transforms.functional import pil_to_tensor
 
+from cs_dense.ops.boxes import box_convert
+
 #: The 20 PASCAL VOC classes in the standard order, after "background" (label 0).
 VOC_CLASSES: tuple[str, ...] = (
     "background",
@@ -131,7 +133,7 @@ class CocoDetectionAdapter(Dataset):
         xywh = torch.tensor([ann["bbox"] for ann in anns], dtype=torch.float32).reshape(n, 4)
         labels = [self._label_of[ann["category_id"]] for ann in anns]
         target: dict[str, Any] = {
-            "boxes": torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1),  # [N, 4]
+            "boxes": box_convert(xywh, "xywh", "xyxy"),  # [N, 4]
             "labels": torch.tensor(labels, dtype=torch.int64),
             "area": torch.tensor(
                 [ann.get("area", ann["bbox"][2] * ann["bbox"][3]) for ann in anns], dtype=torch.float32

@@ -52,6 +52,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from cs_dense.ops.boxes import masks_to_boxes
+from cs_dense.validation import check_int, check_real, describe
+
 #: Class names; the label of an instance is its index here (0 is never an instance).
 CLASSES: tuple[str, ...] = ("background", "circle", "square", "triangle")
 #: The shape kinds an object can have, labels 1..3.
@@ -89,16 +92,6 @@ BACKGROUND_NOISE_STD = 0.08
 #: Texture octaves as (grid cells across the image, amplitude): a smooth random pattern
 #: made by bilinear upsampling of small random grids, which costs two small matmuls.
 TEXTURE_OCTAVES = ((3, 0.12), (8, 0.06), (24, 0.03))
-
-
-def _check_real(name: str, value: object, low: float, high: float = math.inf) -> None:
-    if isinstance(value, bool) or not isinstance(value, Real) or not low <= value <= high:
-        raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
-
-
-def _check_int(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -141,24 +134,24 @@ class ShapesConfig:
         if not isinstance(size, tuple | list) or len(size) != 2:
             raise ValueError(f"image_size must be a pair (H, W), got {size!r}")
         for name, value in zip(("image_size[0]", "image_size[1]"), size):
-            _check_int(name, value, 1)
+            check_int(name, value, 1)
         object.__setattr__(self, "image_size", (int(size[0]), int(size[1])))
-        _check_int("min_objects", self.min_objects, 0)
-        _check_int("max_objects", self.max_objects, 0)
+        check_int("min_objects", self.min_objects, 0)
+        check_int("max_objects", self.max_objects, 0)
         if self.max_objects < self.min_objects:
             raise ValueError(
                 f"max_objects must be >= min_objects={self.min_objects}, got {self.max_objects}"
             )
-        _check_real("min_size", self.min_size, MIN_OBJECT_SIZE)
-        _check_real("max_size", self.max_size, self.min_size, min(self.image_size))
+        check_real("min_size", self.min_size, MIN_OBJECT_SIZE)
+        check_real("max_size", self.max_size, self.min_size, min(self.image_size))
         if self.background not in BACKGROUNDS:
             raise ValueError(f"background must be one of {BACKGROUNDS}, got {self.background!r}")
-        _check_real("noise_std", self.noise_std, 0.0)
+        check_real("noise_std", self.noise_std, 0.0)
         if isinstance(self.min_visible, bool) or not isinstance(self.min_visible, Real) or not (
             0 < self.min_visible <= 1
         ):
             raise ValueError(f"min_visible must be a number in (0, 1], got {self.min_visible!r}")
-        _check_int("seed", self.seed, 0)
+        check_int("seed", self.seed, 0)
 
 
 @dataclass(frozen=True)
@@ -194,9 +187,9 @@ class ShapeObject:
         if not isinstance(self.center, tuple | list) or len(self.center) != 2:
             raise ValueError(f"center must be a pair (cx, cy), got {self.center!r}")
         for name, value in zip(("center[0]", "center[1]", "angle"), (*self.center, self.angle)):
-            _check_real(name, value, -math.inf)
-        _check_real("size", self.size, 1.0)
-        _check_real("brightness", self.brightness, 0.0, 1.0)
+            check_real(name, value)
+        check_real("size", self.size, 1.0)
+        check_real("brightness", self.brightness, 0.0, 1.0)
         object.__setattr__(self, "center", (float(self.center[0]), float(self.center[1])))
 
     @property
@@ -379,15 +372,11 @@ def _compose(
     masks = owner[None] == np.arange(n)[:, None, None]  # [N, H, W] bool
     labels = np.array([obj.label for obj in objects], dtype=np.int64)
     semantic = np.concatenate([np.zeros(1, dtype=np.int64), labels])[owner + 1]  # [H, W]
-    rows, cols = masks.any(axis=2), masks.any(axis=1)  # [N, H], [N, W]
-    # Tight box under the +1 convention: first occupied index, one past the last one.
-    x1, y1 = cols.argmax(axis=1), rows.argmax(axis=1)  # [N]
-    x2, y2 = width - cols[:, ::-1].argmax(axis=1), height - rows[:, ::-1].argmax(axis=1)  # [N]
-    boxes = np.stack([x1, y1, x2, y2], axis=1).reshape(n, 4)
+    mask_tensor = torch.from_numpy(masks.view(np.uint8)).reshape(n, height, width)
     target = {
-        "boxes": torch.from_numpy(boxes.astype(np.float32)),
+        "boxes": masks_to_boxes(mask_tensor),  # tight, under the pixel-edge (+1) convention
         "labels": torch.from_numpy(labels),
-        "masks": torch.from_numpy(masks.view(np.uint8)),
+        "masks": mask_tensor,
         "semantic": torch.from_numpy(semantic),
         "area": torch.from_numpy(masks.sum(axis=(1, 2)).astype(np.float32)),
         "iscrowd": torch.zeros(n, dtype=torch.int64),
@@ -406,7 +395,7 @@ def _sample_rngs(
     """Independent layout and appearance generators of one sample."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    _check_int("index", index, 0)
+    check_int("index", index, 0)
     if index >= IMAGE_ID_STRIDE:
         raise ValueError(f"index must be < {IMAGE_ID_STRIDE}, got {index}")
     seeds = np.random.SeedSequence([config.seed, SPLITS.index(split), int(index)]).spawn(2)
@@ -533,11 +522,11 @@ class ShapesDataset(Dataset):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         length = DEFAULT_LENGTHS[split] if length is None else length
-        _check_int("length", length, 0)
+        check_int("length", length, 0)
         if length > IMAGE_ID_STRIDE:
             raise ValueError(f"length must be <= {IMAGE_ID_STRIDE}, got {length}")
         if not isinstance(config, ShapesConfig):
-            raise ValueError(f"config must be a ShapesConfig, got {type(config).__name__}")
+            raise ValueError(f"config must be a ShapesConfig, got {describe(config)}")
         self.split = split
         self.config = config
         self.transforms = transforms
@@ -599,7 +588,7 @@ def stack_images(images: Sequence[Tensor]) -> Tensor:
         raise ValueError("images must hold at least one image: an empty batch has no shape")
     for k, image in enumerate(images):
         if not isinstance(image, Tensor) or image.dim() != 3:
-            got = list(image.shape) if isinstance(image, Tensor) else type(image).__name__
+            got = describe(image)
             raise ValueError(f"images[{k}] must be a Tensor[C, H, W], got {got}")
         if image.shape != images[0].shape:
             raise ValueError(

@@ -2,13 +2,17 @@
 
 Typical test cell::
 
-    from cs_dense.grading import assert_tensor_close, call_student, devices
+    from cs_dense.grading import check, devices
 
     for dev in devices():
         boxes = torch.tensor([[10.0, 10, 50, 50]], device=dev)
-        got = call_student(box_iou, boxes, boxes, case=f"a box with itself on {dev}",
-                           forbidden=("torchvision.ops.box_iou", "cs_dense.ops.box_iou"))
-        assert_tensor_close(got, torch.ones(1, 1, device=dev), case=f"a box with itself on {dev}")
+        check(box_iou, boxes, boxes, expected=torch.ones(1, 1, device=dev),
+              case=f"a box with itself [{dev}]", exercise="box_iou")
+
+``exercise`` names an entry of :mod:`cs_dense.grading.registry`, which lists what the
+exercise may not call; ``check`` runs the function under :func:`call_student` (copies of
+the inputs, a time limit, the forbidden functions disabled) and compares with
+:func:`compare`.
 """
 
 from cs_dense.grading.checks import (
@@ -27,8 +31,10 @@ from cs_dense.grading.guards import (
     stand_ins,
     time_limit,
 )
+from cs_dense.grading.harness import NOTHING, check, check_raises, compare
 
 __all__ = [
+    "NOTHING",
     "CheckFailure",
     "ForbiddenCallError",
     "TimeLimitExceeded",
@@ -37,6 +43,9 @@ __all__ = [
     "assert_scalar_close",
     "assert_tensor_close",
     "call_student",
+    "check",
+    "check_raises",
+    "compare",
     "devices",
     "forbid",
     "stand_ins",

@@ -15,6 +15,8 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 
+from cs_dense.validation import describe
+
 # Default tolerances by dtype, the same as torch.testing.assert_close uses.
 _TOLERANCES = {
     torch.float16: (1e-3, 1e-5),
@@ -32,12 +34,6 @@ class CheckFailure(AssertionError):
 
 def _where(case: str) -> str:
     return f"[{case}] " if case else ""
-
-
-def _describe(x: object) -> str:
-    if type(x) is torch.Tensor:
-        return f"Tensor(shape={tuple(x.shape)}, dtype={x.dtype}, device={x.device})"
-    return f"{type(x).__module__}.{type(x).__qualname__}"
 
 
 def assert_tensor_close(
@@ -72,17 +68,17 @@ def assert_tensor_close(
     __tracebackhide__ = True  # IPython leaves the grader's frames out of tracebacks
     where = _where(case)
     if type(expected) is not torch.Tensor:
-        raise TypeError(f"expected must be a torch.Tensor, got {_describe(expected)}")
+        raise TypeError(f"expected must be a torch.Tensor, got {describe(expected)}")
     if (rtol is None) != (atol is None):
         raise ValueError("give both rtol and atol, or neither")
     if type(actual) is not torch.Tensor:
-        raise CheckFailure(f"{where}expected a torch.Tensor like {_describe(expected)}, got {_describe(actual)}")
+        raise CheckFailure(f"{where}expected a torch.Tensor like {describe(expected)}, got {describe(actual)}")
     if actual.layout != torch.strided:
         raise CheckFailure(f"{where}expected a dense (strided) tensor, got layout {actual.layout}")
     if actual.shape != expected.shape:
         raise CheckFailure(
             f"{where}wrong shape: expected {tuple(expected.shape)}, got {tuple(actual.shape)}"
-            f" (expected {_describe(expected)})"
+            f" (expected {describe(expected)})"
         )
     if check_dtype and actual.dtype != expected.dtype:
         raise CheckFailure(f"{where}wrong dtype: expected {expected.dtype}, got {actual.dtype}")
@@ -137,7 +133,7 @@ def assert_scalar_close(
     where = _where(case)
     if type(actual) not in _REAL_TYPES:
         hint = " (use .item() to turn a one-element tensor into a Python number)" if type(actual) is torch.Tensor else ""
-        raise CheckFailure(f"{where}expected a Python float, got {_describe(actual)}{hint}")
+        raise CheckFailure(f"{where}expected a Python float, got {describe(actual)}{hint}")
     got, want = float(actual), float(expected)
     if math.isnan(want) and math.isnan(got):
         return
@@ -150,7 +146,7 @@ def assert_int_equal(actual: object, expected: int, *, case: str = "") -> None:
     __tracebackhide__ = True  # IPython leaves the grader's frames out of tracebacks
     where = _where(case)
     if isinstance(actual, bool) or not isinstance(actual, Integral) or type(actual) not in (int, np.int32, np.int64):
-        raise CheckFailure(f"{where}expected an int, got {_describe(actual)}")
+        raise CheckFailure(f"{where}expected an int, got {describe(actual)}")
     if int(actual) != expected:
         raise CheckFailure(f"{where}expected {expected}, got {int(actual)}")
 
@@ -178,7 +174,7 @@ def assert_dict_close(
     __tracebackhide__ = True  # IPython leaves the grader's frames out of tracebacks
     where = _where(case)
     if type(actual) is not dict:
-        raise CheckFailure(f"{where}expected a dict, got {_describe(actual)}")
+        raise CheckFailure(f"{where}expected a dict, got {describe(actual)}")
     for key in expected.keys() if keys is None else keys:
         if key not in actual:
             raise CheckFailure(f"{where}missing key {key!r} (expected keys: {sorted(map(str, expected))})")

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib
 import inspect
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
+from cs_dense.grading import registry
 from cs_dense.grading.checks import CheckFailure
+from cs_dense.grading.registry import resolve
 
 _OP_CALL_CODES = {
     torch._ops.OpOverloadPacket.__call__.__code__,
@@ -50,27 +51,13 @@ def devices() -> list[torch.device]:
 
 
 def _resolve(target: str | Callable) -> tuple[str, object]:
-    """Turn ``"torchvision.ops.nms"`` or a callable into (display name, thing to watch).
-
-    A dotted name is resolved by importing its longest importable prefix and walking the
-    rest as attributes, so methods (``"pycocotools.cocoeval.COCOeval.evaluate"``) and
-    operators (``"torch.ops.torchvision.nms"``) work too.
-    """
+    """Turn ``"torchvision.ops.nms"`` or a callable into (display name, thing to watch)."""
     if not isinstance(target, str):
         return getattr(target, "__qualname__", repr(target)), target
-    parts = target.split(".")
-    for split in range(len(parts) - 1, 0, -1):
-        try:
-            thing = importlib.import_module(".".join(parts[:split]))
-        except ImportError:
-            continue
-        try:
-            for attr in parts[split:]:
-                thing = getattr(thing, attr)
-        except AttributeError as error:
-            raise ValueError(f"cannot forbid {target!r}: {error}") from None
-        return target, thing
-    raise ValueError(f"cannot forbid {target!r}: no importable module in it")
+    try:
+        return target, resolve(target)
+    except ValueError as error:
+        raise ValueError(f"cannot forbid {target!r}: {error}") from None
 
 
 class forbid(contextlib.ContextDecorator):
@@ -213,8 +200,9 @@ def call_student(
     fn: Callable,
     *args,
     case: str = "",
+    exercise: str | None = None,
     forbidden: tuple[str | Callable, ...] = (),
-    stand_in: dict[str, Callable] | None = None,
+    stand_in: dict[str, Callable] | Sequence[str] | None = None,
     timeout: float = 10.0,
     **kwargs,
 ):
@@ -228,9 +216,12 @@ def call_student(
         fn: the student's function.
         *args, **kwargs: its arguments.
         case: the case name used in messages.
-        forbidden: functions disabled while ``fn`` runs (see :class:`forbid`).
-        stand_in: names (of the student's other functions) to replace by reference
-            implementations while ``fn`` runs (see :func:`stand_ins`).
+        exercise: the exercise's name in :mod:`cs_dense.grading.registry`; what it forbids
+            is disabled while ``fn`` runs.
+        forbidden: further functions disabled while ``fn`` runs (see :class:`forbid`).
+        stand_in: the student's other functions to replace while ``fn`` runs (see
+            :func:`stand_ins`): exercise names, replaced by their registry references,
+            or a dict of names to functions.
         timeout: seconds allowed.
 
     Raises:
@@ -243,6 +234,10 @@ def call_student(
     where = f"[{case}] " if case else ""
     if not callable(fn):
         raise CheckFailure(f"{where}expected a function, got {type(fn).__name__}")
+    if exercise is not None:
+        forbidden = (*registry.forbidden(exercise), *forbidden)
+    if stand_in is not None and not isinstance(stand_in, dict):
+        stand_in = registry.references(stand_in)
     call_args, call_kwargs = copy.deepcopy(args), copy.deepcopy(kwargs)
     guard = forbid(*forbidden, exercise=f"{where}{name}")
     swap = stand_ins(fn, stand_in) if stand_in else contextlib.nullcontext()

@@ -23,6 +23,8 @@ import math
 import torch
 from torch import Tensor
 
+from cs_dense.validation import describe
+
 
 def confusion_matrix(preds: Tensor, targets: Tensor, num_classes: int, ignore_index: int | None = None) -> Tensor:
     """Count pixels by (true class, predicted class).
@@ -45,7 +47,7 @@ def confusion_matrix(preds: Tensor, targets: Tensor, num_classes: int, ignore_in
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     for name, x in (("preds", preds), ("targets", targets)):
         if not isinstance(x, Tensor) or x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
-            what = x.dtype if isinstance(x, Tensor) else type(x).__name__
+            what = describe(x)
             raise ValueError(f"{name} must be an integer tensor of class labels (argmax the logits first), got {what}")
     if preds.shape != targets.shape:
         raise ValueError(f"preds and targets must have the same shape, got {list(preds.shape)} and {list(targets.shape)}")
@@ -63,7 +65,7 @@ def confusion_matrix(preds: Tensor, targets: Tensor, num_classes: int, ignore_in
 
 def _check_confusion(confusion: Tensor) -> Tensor:
     if not isinstance(confusion, Tensor) or confusion.dim() != 2 or confusion.shape[0] != confusion.shape[1]:
-        shape = list(confusion.shape) if isinstance(confusion, Tensor) else type(confusion).__name__
+        shape = describe(confusion)
         raise ValueError(f"confusion must be a square [C, C] tensor from confusion_matrix, got {shape}")
     if (confusion < 0).any():
         raise ValueError("confusion has negative counts")

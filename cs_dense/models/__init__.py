@@ -1,6 +1,8 @@
-"""Reference models: U-Net for semantic segmentation; anchors, the RPN and a two-stage detector."""
+"""Reference models: U-Net for semantic segmentation; a single-object localiser; anchors, the RPN
+and a two-stage detector."""
 
 from cs_dense.models.anchors import AnchorGenerator, BoxCoder, base_anchors, grid_anchors, match_anchors, sample_balanced
+from cs_dense.models.localization import SingleObjectLocalizer, localization_loss
 from cs_dense.models.rpn import RegionProposalNetwork, RPNHead, rpn_loss, rpn_targets, select_proposals
 from cs_dense.models.two_stage import (
     DetectorConfig,
@@ -20,12 +22,14 @@ __all__ = [
     "RPNHead",
     "RegionProposalNetwork",
     "RoIHead",
+    "SingleObjectLocalizer",
     "TwoStageDetector",
     "UNet",
     "UNetConfig",
     "base_anchors",
     "fast_rcnn_loss",
     "grid_anchors",
+    "localization_loss",
     "match_anchors",
     "postprocess_detections",
     "roi_targets",

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from cs_dense.ops.boxes import check_boxes
+from cs_dense.validation import check_positive_numbers
 
 #: Largest ``dw``/``dh`` passed to ``exp`` when decoding: a box at most 1000/16 = 62.5 times
 #: wider than its anchor, so a wild prediction early in training cannot overflow.
@@ -32,13 +33,6 @@ BBOX_XFORM_CLIP = math.log(1000.0 / 16)
 #: Labels that :func:`match_anchors` gives to anchors matched to no ground truth.
 NEGATIVE = -1
 IGNORED = -2
-
-
-def _check_positive_numbers(name: str, values: Sequence[float]) -> tuple[float, ...]:
-    values = tuple(values)
-    if not values or any(isinstance(v, bool) or not isinstance(v, int | float) or not v > 0 for v in values):
-        raise ValueError(f"{name} must be a non-empty sequence of positive numbers, got {values!r}")
-    return values
 
 
 def base_anchors(
@@ -57,8 +51,8 @@ def base_anchors(
     Raises:
         ValueError: if ``sizes`` or ``aspect_ratios`` is empty or holds a non-positive value.
     """
-    sizes = torch.as_tensor(_check_positive_numbers("sizes", sizes), dtype=dtype, device=device)
-    ratios = torch.as_tensor(_check_positive_numbers("aspect_ratios", aspect_ratios), dtype=dtype, device=device)
+    sizes = torch.as_tensor(check_positive_numbers("sizes", sizes), dtype=dtype, device=device)
+    ratios = torch.as_tensor(check_positive_numbers("aspect_ratios", aspect_ratios), dtype=dtype, device=device)
     h_scale = ratios.sqrt()  # h = s * sqrt(r), w = s / sqrt(r): area s**2, h / w = r
     widths = (sizes[None, :] / h_scale[:, None]).reshape(-1)  # [R * S], ratio-major
     heights = (sizes[None, :] * h_scale[:, None]).reshape(-1)
@@ -157,7 +151,7 @@ class BoxCoder:
     """
 
     def __init__(self, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), clamp: float = BBOX_XFORM_CLIP):
-        weights = _check_positive_numbers("weights", weights)
+        weights = check_positive_numbers("weights", weights)
         if len(weights) != 4:
             raise ValueError(f"weights must be (wx, wy, ww, wh), got {weights!r}")
         self.weights = weights

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cs_dense.models.anchors import IGNORED, AnchorGenerator, BoxCoder, match_anchors, sample_balanced
-from cs_dense.ops.boxes import box_iou, check_boxes
+from cs_dense.ops.boxes import box_iou, check_boxes, clip_boxes_to_image, remove_small_boxes
 from cs_dense.ops.nms import batched_nms
 
 #: Smooth L1's switch point between quadratic and linear: 1/9 as in Detectron and
@@ -142,20 +142,6 @@ def rpn_loss(
     return loss_objectness, loss_box
 
 
-def clip_boxes(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
-    """Clip xyxy boxes (Tensor[..., 4]) to ``[0, W] x [0, H]`` for ``image_size = (H, W)``."""
-    height, width = image_size
-    x = boxes[..., 0::2].clamp(0, width)
-    y = boxes[..., 1::2].clamp(0, height)
-    return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)
-
-
-def remove_small_boxes(boxes: Tensor, min_size: float) -> Tensor:
-    """Indices of the boxes (Tensor[N, 4]) whose width and height are both ``>= min_size``."""
-    keep = (boxes[:, 2] - boxes[:, 0] >= min_size) & (boxes[:, 3] - boxes[:, 1] >= min_size)
-    return torch.nonzero(keep).flatten()
-
-
 def select_proposals(
     objectness: Tensor,
     deltas: Tensor,
@@ -203,7 +189,7 @@ def select_proposals(
         [chunk.topk(min(pre_nms_top_n, chunk.numel())).indices + start
          for chunk, start in zip(objectness.split(counts), [sum(counts[:i]) for i in range(len(counts))])]
     )
-    boxes = clip_boxes(coder.decode(deltas[top], anchors[top]), image_size)
+    boxes = clip_boxes_to_image(coder.decode(deltas[top], anchors[top]), image_size)
     scores, levels = objectness[top].sigmoid(), levels[top]
     keep = remove_small_boxes(boxes, min_size)
     keep = keep[scores[keep] >= score_thresh]

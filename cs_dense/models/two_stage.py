@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cs_dense.models.anchors import IGNORED, AnchorGenerator, BoxCoder, match_anchors, sample_balanced
-from cs_dense.models.rpn import SMOOTH_L1_BETA, RegionProposalNetwork, RPNHead, clip_boxes, remove_small_boxes
-from cs_dense.ops.boxes import box_iou, check_boxes
+from cs_dense.models.rpn import SMOOTH_L1_BETA, RegionProposalNetwork, RPNHead
+from cs_dense.ops.boxes import box_iou, check_boxes, clip_boxes_to_image, remove_small_boxes
 from cs_dense.ops.nms import batched_nms
 from cs_dense.ops.roi import roi_align
 
@@ -109,7 +109,7 @@ def postprocess_detections(
     """
     k, c = class_logits.shape
     scores = F.softmax(class_logits, dim=1)[:, 1:]  # [K, C - 1]
-    boxes = clip_boxes(coder.decode(box_deltas, proposals).view(k, c, 4)[:, 1:], image_size)  # [K, C - 1, 4]
+    boxes = clip_boxes_to_image(coder.decode(box_deltas, proposals).view(k, c, 4)[:, 1:], image_size)  # [K, C - 1, 4]
     labels = torch.arange(1, c, device=class_logits.device).expand(k, c - 1)
     boxes, scores, labels = boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)
     keep = torch.nonzero(scores > score_thresh).flatten()

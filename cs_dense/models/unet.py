@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from cs_dense.validation import describe
+
 UPSAMPLE_MODES = ("transpose", "bilinear")
 
 
@@ -121,7 +123,7 @@ class UNet(nn.Module):
         """Raise ``ValueError`` unless ``images`` is ``[B, in_channels, H, W]`` with valid H, W."""
         c = self.config
         if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != c.in_channels:
-            shape = list(images.shape) if isinstance(images, Tensor) else type(images).__name__
+            shape = describe(images)
             raise ValueError(f"UNet expects images [B, {c.in_channels}, H, W], got {shape}")
         height, width = images.shape[-2:]
         m = c.multiple

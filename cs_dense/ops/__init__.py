@@ -6,7 +6,15 @@ Boxes are ``Tensor[N, 4]`` in ``(x1, y1, x2, y2)`` absolute pixels unless a name
 otherwise (``boxes_cxcywh``); :func:`box_convert` moves between formats.
 """
 
-from cs_dense.ops.boxes import box_area, box_convert, box_iou, generalized_box_iou, masks_to_boxes
+from cs_dense.ops.boxes import (
+    box_area,
+    box_convert,
+    box_iou,
+    clip_boxes_to_image,
+    generalized_box_iou,
+    masks_to_boxes,
+    remove_small_boxes,
+)
 from cs_dense.ops.losses import dice_loss
 from cs_dense.ops.nms import batched_nms, nms, soft_nms
 from cs_dense.ops.roi import bilinear_sample, roi_align, roi_pool
@@ -29,6 +37,7 @@ __all__ = [
     "box_area",
     "box_convert",
     "box_iou",
+    "clip_boxes_to_image",
     "conv2d_matrix",
     "conv_transpose2d",
     "conv_transpose2d_loop",
@@ -38,6 +47,7 @@ __all__ = [
     "max_unpool2d",
     "nearest_unpool",
     "nms",
+    "remove_small_boxes",
     "overlap_counts",
     "roi_align",
     "roi_pool",

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from cs_dense.validation import check_tensor, describe
+
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 
 
@@ -31,7 +33,7 @@ def check_boxes(boxes: Tensor, name: str) -> None:
             ``x2 < x1`` or ``y2 < y1``.
     """
     if not isinstance(boxes, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(boxes).__name__}")
+        raise ValueError(f"{name} must be a torch.Tensor, got {describe(boxes)}")
     if boxes.dim() != 2 or boxes.shape[1] != 4:
         raise ValueError(f"{name} must have shape [N, 4], got {list(boxes.shape)}")
     inverted = (boxes[:, 2:] < boxes[:, :2]).any(dim=1)  # [N]
@@ -136,11 +138,12 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """
     check_boxes(boxes1, "boxes1")
     check_boxes(boxes2, "boxes2")
-    return _iou(boxes1, boxes2)
+    return unchecked_box_iou(boxes1, boxes2)
 
 
-def _iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """Unchecked pairwise IoU, ``[N, 4] x [M, 4] -> [N, M]``."""
+def unchecked_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """:func:`box_iou` without the argument checks, for callers that have made them (NMS
+    calls it once per kept box): ``[N, 4] x [M, 4] -> [N, M]``."""
     inter, union = _inter_union(boxes1, boxes2)
     return _safe_divide(inter, union)
 
@@ -202,7 +205,7 @@ def box_convert(boxes: Tensor, in_fmt: str, out_fmt: str) -> Tensor:
         if fmt not in BOX_FORMATS:
             raise ValueError(f"{name} must be one of {BOX_FORMATS}, got {fmt!r}")
     if not isinstance(boxes, Tensor) or boxes.dim() == 0 or boxes.shape[-1] != 4:
-        shape = list(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
+        shape = describe(boxes)
         raise ValueError(f"boxes must be a tensor of shape [..., 4], got {shape}")
     if in_fmt == out_fmt:
         return boxes.clone()
@@ -251,7 +254,7 @@ def masks_to_boxes(masks: Tensor) -> Tensor:
         ValueError: ``masks`` is not a 3-d tensor.
     """
     if not isinstance(masks, Tensor) or masks.dim() != 3:
-        shape = list(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
+        shape = describe(masks)
         raise ValueError(f"masks must be a tensor of shape [N, H, W], got {shape}")
     n, height, width = masks.shape
     if masks.numel() == 0:
@@ -263,3 +266,36 @@ def masks_to_boxes(masks: Tensor) -> Tensor:
     x2, y2 = width - cols.flip(1).int().argmax(dim=1), height - rows.flip(1).int().argmax(dim=1)
     boxes = torch.stack([x1, y1, x2, y2], dim=1).float()
     return boxes * cols.any(dim=1, keepdim=True)  # empty masks -> (0, 0, 0, 0)
+
+
+def clip_boxes_to_image(boxes: Tensor, size: tuple[int, int]) -> Tensor:
+    """Clip xyxy boxes to the image ``[0, W] x [0, H]``, as ``torchvision.ops.clip_boxes_to_image``.
+
+    Args:
+        boxes (Tensor[..., 4]): xyxy, pixels.
+        size: the image's ``(H, W)``.
+
+    Returns:
+        Tensor[..., 4]: a new tensor; a box wholly outside becomes a zero-width or
+        zero-height box on the border.
+    """
+    check_tensor(boxes, "boxes", last=4)
+    height, width = size
+    x = boxes[..., 0::2].clamp(0, width)  # [..., 2]: x1, x2
+    y = boxes[..., 1::2].clamp(0, height)  # [..., 2]: y1, y2
+    return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)
+
+
+def remove_small_boxes(boxes: Tensor, min_size: float) -> Tensor:
+    """Indices of the boxes whose width and height are both ``>= min_size``, as torchvision's.
+
+    Args:
+        boxes (Tensor[N, 4]): xyxy, pixels.
+        min_size: the smallest side kept, in pixels.
+
+    Returns:
+        Tensor[K] int64: indices into ``boxes``, increasing.
+    """
+    check_tensor(boxes, "boxes", ndim=2, last=4, shape="[N, 4]")
+    keep = (boxes[:, 2] - boxes[:, 0] >= min_size) & (boxes[:, 3] - boxes[:, 1] >= min_size)  # [N]
+    return torch.nonzero(keep).flatten()

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cs_dense.validation import describe
+
 
 def dice_loss(
     logits: Tensor, target: Tensor, *, smooth: float = 1.0, ignore_index: int | None = None, weight: Tensor | None = None
@@ -38,12 +40,12 @@ def dice_loss(
         ValueError: wrong shapes or dtypes, a label out of range, ``smooth < 0``, or bad weights.
     """
     if not isinstance(logits, Tensor) or logits.dim() < 2 or not logits.is_floating_point():
-        raise ValueError(f"logits must be a floating tensor [B, C, ...], got {_describe(logits)}")
+        raise ValueError(f"logits must be a floating tensor [B, C, ...], got {describe(logits)}")
     num_classes = logits.shape[1]
     if num_classes < 2:
         raise ValueError(f"logits need at least 2 classes in dim 1, got shape {list(logits.shape)}")
     if not isinstance(target, Tensor) or target.dtype != torch.int64:
-        raise ValueError(f"target must be an int64 tensor of class labels, got {_describe(target)}")
+        raise ValueError(f"target must be an int64 tensor of class labels, got {describe(target)}")
     expected = logits.shape[:1] + logits.shape[2:]
     if target.shape != expected:
         raise ValueError(f"target must have shape {list(expected)} for logits {list(logits.shape)}, got {list(target.shape)}")
@@ -56,7 +58,7 @@ def dice_loss(
         raise ValueError(f"target holds label {bad}, outside 0..{num_classes - 1}")
     if weight is not None:
         if not isinstance(weight, Tensor) or weight.shape != (num_classes,) or (weight < 0).any() or weight.sum() <= 0:
-            raise ValueError(f"weight must be a non-negative Tensor[{num_classes}] with a positive sum, got {_describe(weight)}")
+            raise ValueError(f"weight must be a non-negative Tensor[{num_classes}] with a positive sum, got {describe(weight)}")
 
     probs = logits.softmax(dim=1) * valid.unsqueeze(1)  # ignored pixels count for no class
     one_hot = F.one_hot(labels, num_classes).movedim(-1, 1).to(probs.dtype) * valid.unsqueeze(1)
@@ -68,9 +70,3 @@ def dice_loss(
         return 1 - per_class.mean()
     weight = weight.to(per_class)
     return 1 - (weight * per_class).sum() / weight.sum()
-
-
-def _describe(x: object) -> str:
-    if isinstance(x, Tensor):
-        return f"Tensor{list(x.shape)} {x.dtype}"
-    return type(x).__name__

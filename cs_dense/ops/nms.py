@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cs_dense.ops.boxes import _iou, check_boxes, upcast
+from cs_dense.ops.boxes import check_boxes, unchecked_box_iou, upcast
+from cs_dense.validation import describe
 
 # Boxes per block in the greedy pass. On CPU, 128..1024 all ran within 20% of each other
 # at 1k-5k boxes; 256 keeps the [B, B] fixed-point work small and the block count low.
@@ -92,7 +93,7 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     """
     _check_nms_inputs(boxes, scores)
     if not isinstance(idxs, Tensor) or idxs.dim() != 1 or idxs.shape[0] != boxes.shape[0]:
-        shape = list(idxs.shape) if isinstance(idxs, Tensor) else type(idxs).__name__
+        shape = describe(idxs)
         raise ValueError(f"idxs must be a tensor of shape [{boxes.shape[0]}], got {shape}")
     return _greedy_nms(boxes, scores, iou_threshold, groups=idxs)
 
@@ -103,7 +104,7 @@ def _check_nms_inputs(boxes: Tensor, scores: Tensor) -> None:
     if not boxes.is_floating_point():
         raise ValueError(f"boxes must be floating point, got {boxes.dtype}")
     if not isinstance(scores, Tensor) or scores.dim() != 1 or scores.shape[0] != boxes.shape[0]:
-        shape = list(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
+        shape = describe(scores)
         raise ValueError(f"scores must be a tensor of shape [{boxes.shape[0]}], got {shape}")
 
 
@@ -194,7 +195,7 @@ def _overlaps(
     boxes1: Tensor, boxes2: Tensor, threshold: float, groups1: Tensor | None, groups2: Tensor | None
 ) -> Tensor:
     """``[N, M]`` bool: IoU above ``threshold`` and (if given) the same group."""
-    over = _iou(boxes1, boxes2) > threshold  # [N, M]
+    over = unchecked_box_iou(boxes1, boxes2) > threshold  # [N, M]
     if groups1 is not None:
         over &= groups1[:, None] == groups2  # [N, 1] against [M] -> [N, M]
     return over
@@ -276,7 +277,7 @@ def soft_nms(
         best = torch.where(alive, current, float("-inf")).argmax()  # first maximum
         kept.append(best)
         alive[best] = False
-        overlap = _iou(boxes[best, None], boxes)[0]  # [N]
+        overlap = unchecked_box_iou(boxes[best, None], boxes)[0]  # [N]
         weight = _soft_weight(overlap, method, sigma, threshold).to(current.dtype)
         current = torch.where(alive, current * weight, current)
         alive &= current >= score_threshold

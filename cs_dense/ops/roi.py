@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from cs_dense.ops.boxes import check_boxes
-from cs_dense.ops.upsample import Pair, _pair
+from cs_dense.validation import Pair, check_int, check_pair, describe
 
 #: Bilinear reads further than this outside the map (in cells) are 0, not the edge
 #: value: torchvision's (and Caffe2's) rule, so that boxes hanging off the map fade out.
@@ -110,7 +110,7 @@ def bilinear_sample(feature: Tensor, y: Tensor | float, x: Tensor | float) -> Te
         tensor([1.5000])
     """
     if not isinstance(feature, Tensor) or feature.dim() != 3 or not feature.is_floating_point():
-        got = f"{feature.dtype} {list(feature.shape)}" if isinstance(feature, Tensor) else type(feature).__name__
+        got = describe(feature)
         raise ValueError(f"feature must be a floating-point tensor of shape [C, H, W], got {got}")
     C, H, W = feature.shape
     if H == 0 or W == 0:
@@ -133,7 +133,7 @@ def _rois(input: Tensor, boxes: Tensor | Sequence[Tensor], spatial_scale: float)
     """Check the arguments shared by both poolings; return ``Tensor[K, 5]`` rows
     ``(batch_index, x1, y1, x2, y2)`` in the dtype and on the device of ``input``."""
     if not isinstance(input, Tensor) or input.dim() != 4 or not input.is_floating_point():
-        got = f"{input.dtype} {list(input.shape)}" if isinstance(input, Tensor) else type(input).__name__
+        got = describe(input)
         raise ValueError(f"input must be a floating-point tensor of shape [B, C, H, W], got {got}")
     B, C, H, W = input.shape
     if H == 0 or W == 0:
@@ -155,14 +155,14 @@ def _rois(input: Tensor, boxes: Tensor | Sequence[Tensor], spatial_scale: float)
             raise ValueError(f"boxes is a list of {len(boxes)} tensors but input holds only B={B} images")
         for index, image_boxes in enumerate(boxes):
             if not isinstance(image_boxes, Tensor) or image_boxes.dim() != 2 or image_boxes.shape[1] != 4:
-                got = list(image_boxes.shape) if isinstance(image_boxes, Tensor) else type(image_boxes).__name__
+                got = describe(image_boxes)
                 raise ValueError(f"boxes[{index}] must be a Tensor[L, 4] of xyxy boxes, got {got}")
         per_image = [b.detach().to(dtype=input.dtype, device=input.device) for b in boxes]
         batch_index = [torch.full_like(b[:, :1], index) for index, b in enumerate(per_image)]  # [L, 1] each
         rows = [torch.cat(pair, dim=1) for pair in zip(batch_index, per_image)]  # [L, 5] each
         rois = torch.cat(rows) if rows else input.new_zeros(0, 5)
     else:
-        raise ValueError(f"boxes must be a Tensor[K, 5] or a list of Tensor[L, 4], got {type(boxes).__name__}")
+        raise ValueError(f"boxes must be a Tensor[K, 5] or a list of Tensor[L, 4], got {describe(boxes)}")
 
     index = rois[:, 0]  # [K]
     bad = (index != index.round()) | (index < 0) | (index >= B)
@@ -171,11 +171,6 @@ def _rois(input: Tensor, boxes: Tensor | Sequence[Tensor], spatial_scale: float)
         raise ValueError(f"boxes[:, 0] must be integer batch indices in [0, {B}), row {row} has {index[row].item()}")
     check_boxes(rois[:, 1:], "boxes")
     return rois
-
-
-def _check_int(value: int, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an int, got {value!r}")
 
 
 # ---------------------------------------------------------------- RoI Align
@@ -261,8 +256,8 @@ def roi_align(
             wrong type.
     """
     rois = _rois(input, boxes, spatial_scale)  # [K, 5]
-    ph, pw = _pair(output_size, "output_size", minimum=1)
-    _check_int(sampling_ratio, "sampling_ratio")
+    ph, pw = check_pair(output_size, "output_size", minimum=1)
+    check_int("sampling_ratio", sampling_ratio)
     if not isinstance(aligned, bool):
         raise ValueError(f"aligned must be a bool, got {aligned!r}")
     B, C, H, W = input.shape
@@ -341,7 +336,7 @@ def roi_pool(input: Tensor, boxes: Tensor | Sequence[Tensor], output_size: Pair,
         ValueError: as for :func:`roi_align`.
     """
     rois = _rois(input, boxes, spatial_scale)  # [K, 5]
-    ph, pw = _pair(output_size, "output_size", minimum=1)
+    ph, pw = check_pair(output_size, "output_size", minimum=1)
     B, C, H, W = input.shape
     x1, y1, x2, y2 = _round_half_away(rois[:, 1:] * spatial_scale).long().unbind(dim=1)  # each [K]
     rows = _bin_masks(y1, y2, ph, H, input.dtype)  # [K, ph, H]

@@ -19,27 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-Pair = int | tuple[int, int]
-
-
-def _pair(value: Pair, name: str, minimum: int) -> tuple[int, int]:
-    """``value`` as an ``(h, w)`` pair of ints, each ``>= minimum``, or ``ValueError``."""
-    pair = (value, value) if isinstance(value, int) else value
-    if (
-        not isinstance(pair, (tuple, list))
-        or len(pair) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
-    ):
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
+from cs_dense.validation import Pair, check_pair, describe
 
 def _check_feature_map(x: Tensor, name: str) -> None:
     """Raise ``ValueError`` unless ``x`` is a ``Tensor[B, C, H, W]``."""
     if not isinstance(x, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        raise ValueError(f"{name} must be a torch.Tensor, got {describe(x)}")
     if x.dim() != 4:
         raise ValueError(f"{name} must have shape [B, C, H, W], got {list(x.shape)}")
 
@@ -63,7 +48,7 @@ def nearest_unpool(x: Tensor, scale: Pair) -> Tensor:
         ValueError: if ``x`` is not 4-D or ``scale`` is not a positive int (pair).
     """
     _check_feature_map(x, "x")
-    sh, sw = _pair(scale, "scale", minimum=1)
+    sh, sw = check_pair(scale, "scale", minimum=1)
     B, C, H, W = x.shape
     blocks = x[:, :, :, None, :, None].expand(B, C, H, sh, W, sw)  # [B, C, H, sh, W, sw]
     return blocks.reshape(B, C, H * sh, W * sw)  # rows of a block are adjacent in memory order
@@ -84,7 +69,7 @@ def bed_of_nails_unpool(x: Tensor, scale: Pair) -> Tensor:
         ValueError: if ``x`` is not 4-D or ``scale`` is not a positive int (pair).
     """
     _check_feature_map(x, "x")
-    sh, sw = _pair(scale, "scale", minimum=1)
+    sh, sw = check_pair(scale, "scale", minimum=1)
     B, C, H, W = x.shape
     out = x.new_zeros(B, C, H, sh, W, sw)  # [B, C, H, sh, W, sw]
     out[:, :, :, 0, :, 0] = x  # writes into the fresh tensor only; x is untouched
@@ -128,11 +113,11 @@ def max_unpool2d(
     """
     _check_feature_map(x, "x")
     if not isinstance(indices, Tensor) or indices.shape != x.shape or indices.dtype != torch.int64:
-        got = list(indices.shape) if isinstance(indices, Tensor) else type(indices).__name__
+        got = describe(indices)
         raise ValueError(f"indices must be an int64 tensor of shape {list(x.shape)}, got {got}")
-    kh, kw = _pair(kernel_size, "kernel_size", minimum=1)
-    sh, sw = _pair(kernel_size if stride is None else stride, "stride", minimum=1)
-    ph, pw = _pair(padding, "padding", minimum=0)
+    kh, kw = check_pair(kernel_size, "kernel_size", minimum=1)
+    sh, sw = check_pair(kernel_size if stride is None else stride, "stride", minimum=1)
+    ph, pw = check_pair(padding, "padding", minimum=0)
     B, C, H, W = x.shape
     default = ((H - 1) * sh - 2 * ph + kh, (W - 1) * sw - 2 * pw + kw)
     if output_size is None:
@@ -172,10 +157,10 @@ def _check_transposed(
     """Validate transposed-convolution arguments; return the pairs and the output size."""
     _check_feature_map(x, "x")
     _check_feature_map(weight, "weight")
-    stride_ = _pair(stride, "stride", minimum=1)
-    padding_ = _pair(padding, "padding", minimum=0)
-    output_padding_ = _pair(output_padding, "output_padding", minimum=0)
-    dilation_ = _pair(dilation, "dilation", minimum=1)
+    stride_ = check_pair(stride, "stride", minimum=1)
+    padding_ = check_pair(padding, "padding", minimum=0)
+    output_padding_ = check_pair(output_padding, "output_padding", minimum=0)
+    dilation_ = check_pair(dilation, "dilation", minimum=1)
     B, C_in, H, W = x.shape
     if weight.shape[0] != C_in:
         raise ValueError(
@@ -183,7 +168,7 @@ def _check_transposed(
         )
     C_out, kH, kW = weight.shape[1:]
     if bias is not None and (not isinstance(bias, Tensor) or bias.shape != (C_out,)):
-        got = list(bias.shape) if isinstance(bias, Tensor) else type(bias).__name__
+        got = describe(bias)
         raise ValueError(f"bias must have shape [C_out={C_out}], got {got}")
     for op, s, d in zip(output_padding_, stride_, dilation_):
         if op >= max(s, d):
@@ -333,12 +318,12 @@ def conv2d_matrix(weight: Tensor, input_size: Pair, stride: Pair = 1, padding: P
         ValueError: on a bad weight shape, arguments out of range, or an empty output.
     """
     if not isinstance(weight, Tensor) or weight.dim() not in (2, 4):
-        got = list(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
+        got = describe(weight)
         raise ValueError(f"weight must have shape [C_out, C_in, kH, kW] or [kH, kW], got {got}")
     weight4 = weight[None, None] if weight.dim() == 2 else weight  # [C_out, C_in, kH, kW]
     C_out, C_in, kH, kW = weight4.shape
-    H, W = _pair(input_size, "input_size", minimum=1)
-    (sh, sw), (ph, pw) = _pair(stride, "stride", minimum=1), _pair(padding, "padding", minimum=0)
+    H, W = check_pair(input_size, "input_size", minimum=1)
+    (sh, sw), (ph, pw) = check_pair(stride, "stride", minimum=1), check_pair(padding, "padding", minimum=0)
     H_out, W_out = (H + 2 * ph - kH) // sh + 1, (W + 2 * pw - kW) // sw + 1
     if H_out < 1 or W_out < 1 or min(C_out, C_in, kH, kW) == 0:
         raise ValueError(f"the kernel {list(weight.shape)} does not fit input_size {(H, W)} with padding {padding}")
@@ -435,9 +420,9 @@ def overlap_counts(kernel_size: Pair, stride: Pair, input_size: Pair) -> Tensor:
     Raises:
         ValueError: if an argument is not a non-negative / positive int (pair).
     """
-    kernel = _pair(kernel_size, "kernel_size", minimum=1)
-    steps = _pair(stride, "stride", minimum=1)
-    sizes = _pair(input_size, "input_size", minimum=0)
+    kernel = check_pair(kernel_size, "kernel_size", minimum=1)
+    steps = check_pair(stride, "stride", minimum=1)
+    sizes = check_pair(input_size, "input_size", minimum=0)
     per_axis = []
     for k, s, n in zip(kernel, steps, sizes):
         out = torch.arange((n - 1) * s + k if n else 0)[:, None]  # [n_out, 1]

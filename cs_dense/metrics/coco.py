@@ -1,23 +1,10 @@
-"""Detection metrics: matching predictions to ground truth, precision-recall, AP, COCO mAP.
+"""COCO-style mean average precision and recall, equal to pycocotools' ``COCOeval``.
 
-Conventions:
-
-* Boxes are ``Tensor[N, 4]`` xyxy pixels. Scores: higher is more confident.
-* A prediction can match a ground truth when their IoU is ``>=`` the threshold (COCO's
-  and VOC's rule; note that NMS suppresses on ``>``).
-* Predictions are visited in decreasing score; equal scores keep their input order (a
-  stable sort, like pycocotools' ``mergesort``).
-* Each prediction takes the still-unmatched ground truth with the highest IoU; among
-  equal IoUs the *later* ground truth wins, because pycocotools replaces its running
-  best on ``>=``. Ignored ground truths (crowd, VOC "difficult", outside the area range)
-  are considered only when no regular one qualifies, and a prediction matched to one is
-  neither a true nor a false positive.
-
-:func:`mean_average_precision` reproduces pycocotools' ``COCOeval`` (bbox and segm) to
-within floating-point round-off; the rules it copies are listed in its docstring. Its
-work is vectorised: IoUs for all same-class pairs at once, the greedy matching stepped
-over detection rank for all images, classes, area ranges and IoU thresholds together,
-and one sort per class for the accumulation.
+:func:`mean_average_precision` reproduces ``COCOeval`` (bbox and segm) to within
+floating-point round-off; the rules it copies are listed in its docstring. Its work is
+vectorised: IoUs for all same-class pairs at once, the greedy matching of
+:mod:`cs_dense.metrics.matching` stepped over detection rank for all images, classes, area
+ranges and IoU thresholds together, and one sort per class for the accumulation.
 """
 
 from __future__ import annotations
@@ -29,15 +16,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cs_dense.ops.boxes import box_iou, check_boxes
+from cs_dense.data.detections import check_detection_dict, target_areas
+from cs_dense.metrics.ap import COCO_REC_THRESHOLDS, interpolated_precision
+from cs_dense.metrics.matching import greedy_match
+from cs_dense.ops.boxes import box_convert
 
-AP_METHODS = ("voc07", "voc", "coco101")
 IOU_TYPES = ("bbox", "segm")
-
-# pycocotools builds its grids with linspace (not arange) so that 0.75 and every recall
-# step are the nearest doubles; building them the same way keeps comparisons identical.
+# pycocotools builds its grids with linspace (not arange) so that 0.75 is the nearest double.
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1)
-COCO_REC_THRESHOLDS = np.linspace(0.0, 1.0, int(np.round(1.0 / 0.01)) + 1)
 COCO_AREA_RANGES = {
     "all": (0.0, 1e5**2),
     "small": (0.0, 32.0**2),
@@ -47,251 +33,8 @@ COCO_AREA_RANGES = {
 COCO_MAX_DETS = (1, 10, 100)
 
 _PRECISION_EPS = np.spacing(1)  # pycocotools divides by tp + fp + eps
-_MAX_IOU_THRESHOLD = 1 - 1e-10  # pycocotools caps thresholds just below 1
 _PADDED_ELEMENTS = 2**22  # matching works on padded [groups, D, G] blocks of about this size
 _POWERS_OF_TWO = 2 ** np.arange(48)
-
-
-# ---------------------------------------------------------------- greedy matching
-
-
-def _greedy_match(
-    ious: np.ndarray, gt_ignore: np.ndarray, gt_crowd: np.ndarray, thresholds: np.ndarray, n_dets: np.ndarray
-) -> np.ndarray:
-    """COCO's greedy matching for many independent (image, class) problems at once.
-
-    Args:
-        ious (ndarray[P, D, G] float64): IoU of each problem's detections, sorted by
-            decreasing score, with its ground truths; ``-inf`` marks padding.
-        gt_ignore (ndarray[P, A, G] bool): ignored ground truths per area range.
-        gt_crowd (ndarray[P, G] bool): crowd ground truths, which may match many times.
-        thresholds (ndarray[T] float64): IoU thresholds (matched with ``>=``).
-        n_dets (ndarray[P] int): real detections per problem, non-increasing, so that
-            the problems still active at rank ``d`` are a prefix.
-
-    Returns:
-        ndarray[P, A, T, D] int64: index of the ground truth matched by each detection,
-        ``-1`` when unmatched.
-    """
-    P, D, G = ious.shape
-    A, T = gt_ignore.shape[1], len(thresholds)
-    match = np.full((P, A, T, D), -1, dtype=np.int64)
-    if G == 0:
-        return match
-    thresholds = np.minimum(thresholds, _MAX_IOU_THRESHOLD)[:, None]  # [T, 1]
-    matched = np.zeros((P, A, T, G), dtype=bool)
-    ignore = gt_ignore[:, :, None, :]  # [P, A, 1, G]
-    crowd = gt_crowd[:, None, None, :]  # [P, 1, 1, G]
-    for d in range(D):
-        p = int(np.count_nonzero(n_dets > d))  # active prefix
-        iou = ious[:p, None, None, d, :]  # [p, 1, 1, G]
-        free = (iou >= thresholds) & (~matched[:p] | crowd[:p])  # [p, A, T, G]
-        regular = free & ~ignore[:p]
-        candidates = np.where(regular.any(axis=-1, keepdims=True), regular, free & ignore[:p])
-        found = candidates.any(axis=-1)  # [p, A, T]
-        # argmax over the reversed axis finds the *last* maximum, as pycocotools does
-        value = np.where(candidates, iou, -np.inf)  # [p, A, T, G]
-        best = G - 1 - value[..., ::-1].argmax(axis=-1)  # [p, A, T]
-        match[:p, :, :, d] = np.where(found, best, -1)
-        hit = np.take_along_axis(matched[:p], best[..., None], axis=-1) | found[..., None]
-        np.put_along_axis(matched[:p], best[..., None], hit, axis=-1)
-    return match
-
-
-def match_detections(
-    pred_boxes: Tensor,
-    pred_scores: Tensor,
-    gt_boxes: Tensor,
-    iou_threshold: float = 0.5,
-    gt_ignore: Tensor | None = None,
-    *,
-    return_ignored: bool = False,
-) -> Tensor | tuple[Tensor, Tensor]:
-    """Greedily match one image's predictions of one class to its ground truths.
-
-    Predictions are visited in decreasing score (stable for ties); each takes the
-    unmatched ground truth with the highest IoU if that IoU is ``>= iou_threshold``
-    (ties in IoU: the later ground truth), and each ground truth is matched at most once.
-    Ignored ground truths (``gt_ignore``) are used only when no regular one qualifies; a
-    prediction that lands on one is not a true positive, and should be left out of AP
-    rather than counted as a false positive (``return_ignored`` tells which).
-
-    Args:
-        pred_boxes (Tensor[N, 4]): xyxy, pixels.
-        pred_scores (Tensor[N]): confidence of each prediction.
-        gt_boxes (Tensor[M, 4]): xyxy, pixels.
-        iou_threshold: minimum IoU for a match (inclusive).
-        gt_ignore (Tensor[M] bool | None): ground truths that may absorb a prediction
-            without making it a true positive (VOC "difficult", COCO crowd).
-        return_ignored: also return which predictions matched an ignored ground truth.
-
-    Returns:
-        Tensor[N] bool: ``is_tp`` in the original prediction order, on the device of
-        ``pred_scores``; with ``return_ignored``, the pair ``(is_tp, is_ignored)``.
-
-    Raises:
-        ValueError: on mismatched or wrongly shaped arguments.
-    """
-    check_boxes(pred_boxes, "pred_boxes")
-    check_boxes(gt_boxes, "gt_boxes")
-    N, M = pred_boxes.shape[0], gt_boxes.shape[0]
-    _check_vector(pred_scores, N, "pred_scores")
-    ignore = np.zeros(M, dtype=bool)
-    if gt_ignore is not None:
-        ignore = _check_vector(gt_ignore, M, "gt_ignore").cpu().numpy() != 0
-    order = torch.sort(pred_scores.detach().cpu(), descending=True, stable=True).indices  # [N]
-    ious = box_iou(pred_boxes.detach().double(), gt_boxes.detach().double()).cpu().numpy()[order.numpy()]  # [N, M]
-    no_crowd = np.zeros((1, M), dtype=bool)
-    # one problem, one area range, one threshold: [1, 1, 1, N] -> [N]
-    match = _greedy_match(ious[None], ignore[None, None], no_crowd, np.array([iou_threshold]), np.array([N]))[0, 0, 0]
-    on_ignored = (match >= 0) & ignore[np.maximum(match, 0)] if M else np.zeros(N, dtype=bool)
-    is_tp = _unsort((match >= 0) & ~on_ignored, order).to(pred_scores.device)
-    return (is_tp, _unsort(on_ignored, order).to(pred_scores.device)) if return_ignored else is_tp
-
-
-def _unsort(values: np.ndarray, order: Tensor) -> Tensor:
-    """Put ``values``, given in the order ``order``, back in the original order."""
-    result = torch.empty(len(values), dtype=torch.bool)
-    result[order] = torch.from_numpy(values)
-    return result
-
-
-def _check_vector(values: Tensor, length: int, name: str) -> Tensor:
-    """Raise ``ValueError`` unless ``values`` is a tensor of shape ``[length]``."""
-    if not isinstance(values, Tensor) or values.dim() != 1 or values.shape[0] != length:
-        shape = list(values.shape) if isinstance(values, Tensor) else type(values).__name__
-        raise ValueError(f"{name} must be a tensor of shape [{length}], got {shape}")
-    return values
-
-
-# ---------------------------------------------------------------- precision, recall, AP
-
-
-def precision_recall_curve(scores: Tensor, is_tp: Tensor, num_gt: int) -> tuple[Tensor, Tensor]:
-    """Precision and recall after each prediction, in decreasing score order.
-
-    Args:
-        scores (Tensor[N]): confidence of each prediction.
-        is_tp (Tensor[N] bool): whether each prediction is a true positive.
-        num_gt: number of (non-ignored) ground truths; recall is ``NaN`` when it is 0.
-
-    Returns:
-        tuple[Tensor[N], Tensor[N]]: float64 ``precision = TP / (TP + FP)`` and
-        ``recall = TP / num_gt`` after the top 1, 2, ..., N predictions (stable sort).
-
-    Raises:
-        ValueError: on mismatched shapes, ``num_gt < 0`` or more true positives than
-            ``num_gt``.
-    """
-    if not isinstance(scores, Tensor) or scores.dim() != 1:
-        raise ValueError(f"scores must be a 1-D tensor, got {getattr(scores, 'shape', type(scores).__name__)}")
-    N = scores.shape[0]
-    _check_vector(is_tp, N, "is_tp")
-    hits = int(is_tp.sum())
-    if num_gt < 0 or hits > num_gt:
-        raise ValueError(f"num_gt must be >= 0 and >= the number of true positives ({hits}), got {num_gt}")
-    order = torch.sort(scores.detach().cpu(), descending=True, stable=True).indices
-    tp = is_tp.cpu()[order].double().cumsum(0)  # [N] true positives so far
-    precision = tp / torch.arange(1, N + 1, dtype=torch.float64)
-    recall = tp / num_gt if num_gt > 0 else torch.full((N,), float("nan"), dtype=torch.float64)
-    return precision, recall
-
-
-def average_precision(scores: Tensor, is_tp: Tensor, num_gt: int, method: str = "coco101") -> float:
-    """Average precision of one ranked list of predictions.
-
-    * ``"voc07"``: PASCAL VOC 2007's 11 points, the mean over ``r in {0, 0.1, ..., 1}``
-      of the best precision reached at recall ``>= r`` (0 if never reached). The
-      recall points are exact tenths (the VOC devkit's ``np.arange`` is off by an ulp
-      at some of them).
-    * ``"voc"``: VOC 2010+, the exact area under the precision envelope (precision
-      made non-increasing in recall).
-    * ``"coco101"``: COCO's 101 points ``r in {0, 0.01, ..., 1}``: for each, the
-      envelope at the first prediction whose recall is ``>= r`` (``searchsorted``
-      side ``"left"``), 0 if recall never reaches ``r``; then the mean.
-
-    Args:
-        scores (Tensor[N]): confidence of each prediction.
-        is_tp (Tensor[N] bool): whether each prediction is a true positive.
-        num_gt: number of (non-ignored) ground truths.
-        method: ``"voc07"``, ``"voc"`` or ``"coco101"``.
-
-    Returns:
-        float: AP in ``[0, 1]``; ``nan`` when ``num_gt == 0``, where recall and so AP are
-        undefined (COCO's ``-1`` sentinel would silently drag a mean down; a NaN shows).
-
-    Raises:
-        ValueError: for an unknown ``method`` or the errors of
-            :func:`precision_recall_curve`.
-    """
-    if method not in AP_METHODS:
-        raise ValueError(f"method must be one of {AP_METHODS}, got {method!r}")
-    precision, recall = precision_recall_curve(scores, is_tp, num_gt)
-    if num_gt == 0:
-        return float("nan")
-    precision, recall = precision.numpy(), recall.numpy()
-    if method == "voc":
-        return _area_under_envelope(precision, recall)
-    points = np.arange(11) / 10 if method == "voc07" else COCO_REC_THRESHOLDS
-    return float(_interpolated_precision(precision, recall, points).mean())
-
-
-def _envelope(precision: np.ndarray) -> np.ndarray:
-    """Make precision non-increasing along the last axis: ``max`` over what follows."""
-    return np.maximum.accumulate(precision[..., ::-1], axis=-1)[..., ::-1]
-
-
-def _interpolated_precision(precision: np.ndarray, recall: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Envelope precision at the first rank whose recall is ``>=`` each point (0 if none).
-
-    Args:
-        precision (ndarray[..., N]): precision after each prediction.
-        recall (ndarray[..., N]): non-decreasing recall after each prediction.
-        points (ndarray[R]): recall levels.
-
-    Returns:
-        ndarray[..., R]: interpolated precision.
-    """
-    *lead, N = precision.shape
-    if N == 0:
-        return np.zeros((*lead, len(points)))
-    rows = torch.from_numpy(np.ascontiguousarray(recall.reshape(-1, N)))  # [rows, N]
-    levels = torch.from_numpy(np.array(points, dtype=np.float64)).expand(rows.shape[0], -1).contiguous()  # [rows, R]
-    index = torch.searchsorted(rows, levels).numpy().reshape(*lead, len(points))  # first rank with recall >= level
-    reached = np.take_along_axis(_envelope(precision), np.minimum(index, N - 1), axis=-1)
-    return np.where(index < N, reached, 0.0)
-
-
-def _area_under_envelope(precision: np.ndarray, recall: np.ndarray) -> float:
-    """VOC 2010+ AP: sum of recall steps times the envelope precision at each step."""
-    recall = np.concatenate([[0.0], recall])
-    envelope = _envelope(precision)
-    return float(np.sum(np.diff(recall) * envelope))
-
-
-# ---------------------------------------------------------------- COCO mAP: inputs
-
-
-def target_areas(target: Mapping[str, Tensor]) -> Tensor:
-    """The area COCO attaches to each ground truth, as ``to_coco_gt`` writes it.
-
-    ``target["area"]`` when present; otherwise the mask's pixel count when the target
-    has ``masks`` (COCO's definition: the area of the segmentation); otherwise the box
-    area. COCOeval compares this number, not the box, with the area ranges.
-
-    Args:
-        target: dict with ``boxes`` (Tensor[M, 4] xyxy) and optionally ``area``
-            (Tensor[M]) and ``masks`` (Tensor[M, H, W]).
-
-    Returns:
-        Tensor[M] float64 on the CPU.
-    """
-    if "area" in target:
-        return torch.as_tensor(target["area"]).detach().cpu().double().reshape(-1)
-    if "masks" in target:
-        return target["masks"].detach().cpu().flatten(1).ne(0).sum(1).double()
-    boxes = target["boxes"].detach().cpu().double()
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
 @dataclass
@@ -314,37 +57,6 @@ class _Flat:
         return _Flat(*(getattr(self, f.name)[index] for f in fields(self)))
 
 
-_REQUIRED_KEYS = {"preds": ("boxes", "scores", "labels"), "targets": ("boxes", "labels")}
-_VECTOR_KEYS = {"preds": ("scores", "labels"), "targets": ("labels", "iscrowd", "area")}
-
-
-def check_detection_dict(kind: str, i: int, item: Mapping, require_masks: bool) -> None:
-    """Raise ``ValueError`` naming ``kind[i]`` and the key of a missing or malformed entry.
-
-    Args:
-        kind: ``"preds"`` (needs ``boxes``, ``scores``, ``labels``) or ``"targets"``
-            (needs ``boxes``, ``labels``; ``iscrowd`` and ``area`` are checked if given).
-        i: the image index, for the message.
-        item: the dict to check.
-        require_masks: whether ``masks`` (bool/integer Tensor[N, H, W]) must be present.
-    """
-    if not isinstance(item, Mapping):
-        raise ValueError(f"{kind}[{i}] must be a dict, got {type(item).__name__}")
-    for key in _REQUIRED_KEYS[kind] + (("masks",) if require_masks else ()):
-        if key not in item:
-            raise ValueError(f"{kind}[{i}] is missing key {key!r}")
-    check_boxes(item["boxes"], f"{kind}[{i}]['boxes']")
-    n = item["boxes"].shape[0]
-    for key in _VECTOR_KEYS[kind]:
-        if key in item:
-            _check_vector(torch.as_tensor(item[key]), n, f"{kind}[{i}][{key!r}]")
-    masks = item["masks"] if require_masks else None
-    if masks is not None and not (isinstance(masks, Tensor) and masks.dim() == 3 and masks.shape[0] == n):
-        shape = list(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
-        raise ValueError(f"{kind}[{i}]['masks'] must be a tensor of shape [{n}, H, W], got {shape}")
-    if masks is not None and masks.is_floating_point():
-        raise ValueError(f"{kind}[{i}]['masks'] must be bool or integer (threshold soft masks), got {masks.dtype}")
-
 
 def _validate_image(i: int, pred: Mapping, target: Mapping, iou_type: str) -> None:
     """Validate one image's prediction and target dicts (see :func:`check_detection_dict`)."""
@@ -357,8 +69,7 @@ def _validate_image(i: int, pred: Mapping, target: Mapping, iou_type: str) -> No
 
 def _xywh(boxes: Tensor) -> np.ndarray:
     """xyxy tensor -> COCO xywh float64 numpy, widths as ``x2 - x1`` in float64."""
-    b = boxes.detach().cpu().double().numpy().reshape(-1, 4)
-    return np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
+    return box_convert(boxes.detach().cpu().double().reshape(-1, 4), "xyxy", "xywh").numpy()
 
 
 def _flatten(items: Sequence[Mapping], is_pred: bool) -> _Flat:
@@ -510,7 +221,7 @@ def _match_all(
     thresholds: np.ndarray,
     n_groups: int,
 ) -> np.ndarray:
-    """Run :func:`_greedy_match` over all groups, block by block.
+    """Run :func:`greedy_match` over all groups, block by block.
 
     Args:
         det_group, det_rank (ndarray[D]): group of each detection and its score rank there.
@@ -541,7 +252,7 @@ def _match_all(
         in_chunk = slot[gt_group] >= 0
         ignore[slot[gt_group[in_chunk]], :, gt_rank[in_chunk]] = gt_ignore[in_chunk]
         crowd[slot[gt_group[in_chunk]], gt_rank[in_chunk]] = gt_crowd[in_chunk]
-        local = _greedy_match(ious, ignore, crowd, thresholds, n_dets[chunk])  # [chunk, A, T, D]
+        local = greedy_match(ious, ignore, crowd, thresholds, n_dets[chunk])  # [chunk, A, T, D]
         rows = np.flatnonzero(slot[det_group] >= 0)
         found = local[slot[det_group[rows]], :, :, det_rank[rows]]  # [rows, A, T] local ranks
         groups = np.broadcast_to(det_group[rows, None, None], found.shape)
@@ -571,10 +282,10 @@ def _curve_points(
         recall = tp_sum / n_regular[:, None, None]
     precision = tp_sum / (fp_sum + tp_sum + _PRECISION_EPS)
     final_recall = recall[..., -1] if recall.shape[-1] else np.zeros(recall.shape[:2])
-    return _interpolated_precision(precision, recall, rec_thresholds), final_recall
+    return interpolated_precision(precision, recall, rec_thresholds), final_recall
 
 
-def _accumulate(
+def accumulate(
     scores: np.ndarray,
     det_class: np.ndarray,
     det_rank: np.ndarray,
@@ -751,7 +462,7 @@ def mean_average_precision(
     matches = _match_all(det_group, det_rank, gt_group, gts.extra, gt_ignore, pairs, thresholds, len(keys))
     tp, fp = _outcomes(matches, gt_ignore, _outside(dets.area, bounds))
     n_regular = np.stack([np.bincount(gt_class[~ignored], minlength=len(classes)) for ignored in gt_ignore.T], axis=1)
-    precision, recall = _accumulate(dets.extra, det_class, det_rank, tp, fp, n_regular, recs, max_dets)
+    precision, recall = accumulate(dets.extra, det_class, det_rank, tp, fp, n_regular, recs, max_dets)
     return _summarize(precision, recall, thresholds, area_names, max_dets, classes, class_metrics)
 
 
