@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # nbgrader runs `alembic` as a command: the venv's bin must be on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo test lab release samples bench clean
+.PHONY: install demo test test-fast lab release samples bench clean
 
 install: $(STAMP)
 
@@ -23,6 +23,11 @@ demo: install
 # make the notebooks' training loops many times slower).
 test: install
 	OMP_NUM_THREADS=1 $(BIN)/pytest -n 2 --dist loadscope --timeout 900 tests solutions --nbval-lax --nbval-cell-timeout 300
+
+# The developer's loop: everything but the slow tiers (notebooks, nbgrader round trips,
+# the demo, benchmark smoke runs); see tests/conftest.py.
+test-fast: install
+	OMP_NUM_THREADS=1 $(BIN)/pytest -n 2 -m "not slow" tests
 
 lab: install
 	$(BIN)/jupyter lab notebooks

@@ -7,12 +7,15 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
+
+from cs_dense.validation import check_int
 
 #: Set by nbgrader while it executes a notebook for grading.
 AUTOGRADE_ENV = "NBGRADER_EXECUTION"
@@ -75,6 +78,27 @@ class History:
     @property
     def steps(self) -> int:
         return len(self.losses)
+
+
+def shuffled_batches(n: int, batch_size: int, seed: int = 0) -> Iterator[Tensor]:
+    """Endless batches of indices into ``range(n)``, reshuffled every epoch.
+
+    The last batch of an epoch may be smaller. Give the result to a generator that
+    indexes the data, e.g. ``((images[i], labels[i]) for i in shuffled_batches(len(images), 8))``.
+
+    Args:
+        n: number of items, ``>= 1``.
+        batch_size: items per batch, ``>= 1``.
+        seed: the shuffling's seed (a private generator: global RNG state is untouched).
+
+    Yields:
+        Tensor[<= batch_size] int64.
+    """
+    check_int("n", n, 1)
+    check_int("batch_size", batch_size, 1)
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        yield from torch.randperm(n, generator=generator).split(batch_size)
 
 
 def fit(

@@ -5,11 +5,31 @@ from __future__ import annotations
 import torch
 
 
-def random_boxes(n: int, seed: int, dtype: torch.dtype = torch.float32, device: str = "cpu") -> torch.Tensor:
-    """Seeded random xyxy boxes inside a 100 x 100 image, sizes 1..40 pixels."""
-    g = torch.Generator().manual_seed(seed)
-    xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * 80
-    wh = torch.rand(n, 2, generator=g, dtype=torch.float64) * 39 + 1
+def random_boxes(
+    n: int,
+    seed: int | torch.Generator,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    *,
+    corners: tuple[float, float] = (0.0, 80.0),
+    sides: tuple[float, float] = (1.0, 40.0),
+    tiny: float = 0.0,
+) -> torch.Tensor:
+    """Seeded random xyxy boxes, drawn in float64 and then cast.
+
+    Args:
+        n: number of boxes.
+        seed: a seed, or a generator to draw from (to continue a seeded stream).
+        corners: the range of x1 and y1 (by default inside a 100 x 100 image).
+        sides: the range of widths and heights.
+        tiny: the fraction of boxes whose sides are instead under 0.9 pixels (0 included).
+    """
+    g = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
+    xy = corners[0] + torch.rand(n, 2, generator=g, dtype=torch.float64) * (corners[1] - corners[0])
+    wh = sides[0] + torch.rand(n, 2, generator=g, dtype=torch.float64) * (sides[1] - sides[0])
+    if tiny:
+        small = torch.rand(n, 1, generator=g) < tiny  # [n, 1]
+        wh = torch.where(small, torch.rand(n, 2, generator=g, dtype=torch.float64) * 0.9, wh)
     return torch.cat([xy, xy + wh], dim=1).to(dtype=dtype, device=device)
 
 

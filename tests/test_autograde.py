@@ -19,7 +19,7 @@ from cs_dense.course.release import release
 from cs_dense.course.samples import write_samples
 from toy_course import ASSIGNMENT, HIDDEN_MARKER, make_toy_course
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _set_source(nb, grade_id: str, source: str) -> None:

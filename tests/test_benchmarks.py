@@ -18,6 +18,7 @@ SMOKE_RUNS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(SMOKE_RUNS))
 def test_benchmark_smoke_run(script):
     result = subprocess.run(

@@ -35,6 +35,7 @@ def test_the_course_has_assignments():
     assert "03_iou_nms_map" in ASSIGNMENTS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_notebooks_match_a_fresh_release(assignment, tmp_path):
     copy = type(COURSE)(tmp_path)
@@ -45,6 +46,7 @@ def test_notebooks_match_a_fresh_release(assignment, tmp_path):
     assert not drift, f"notebooks/{assignment} differs from `cs-dense release` output in {drift}; run `make release`"
 
 
+@pytest.mark.slow
 def test_samples_match_a_fresh_generation(tmp_path):
     write_samples(COURSE, tmp_path)
     drift = _same_tree(COURSE.data / "samples", tmp_path)

@@ -22,6 +22,7 @@ from cs_dense.data.shapes import (
     ShapesConfig,
     ShapesDataset,
     collate_fn,
+    load_split,
     make_sample,
     render_scene,
     scene_objects,
@@ -441,3 +442,13 @@ def test_stack_images_validates():
         stack_images([torch.zeros(8, 8)])
     with pytest.raises(ValueError, match="images"):
         stack_images([])
+
+
+def test_load_split_stacks_the_first_samples():
+    images, targets = load_split("val", 3)
+    assert images.shape == (3, 3, 128, 128) and len(targets) == 3
+    for i in range(3):
+        image, target = make_sample(i, "val")
+        assert torch.equal(images[i], image) and torch.equal(targets[i]["boxes"], target["boxes"])
+    with pytest.raises(ValueError, match="count must be an int >= 1, got 0"):
+        load_split("val", 0)

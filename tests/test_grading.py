@@ -12,6 +12,7 @@ import pytest
 import torch
 import torchvision
 
+import cs_dense.ops
 from cs_dense.grading import (
     CheckFailure,
     ForbiddenCallError,
@@ -21,12 +22,13 @@ from cs_dense.grading import (
     assert_scalar_close,
     assert_tensor_close,
     call_student,
+    check,
+    check_raises,
+    compare,
     devices,
     forbid,
     time_limit,
 )
-
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 
 
 class AlwaysEqual:
@@ -43,14 +45,12 @@ class FakeTensor(torch.Tensor):
 # ----------------------------------------------------------------------------- checks
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_equal_tensors_pass(device):
     x = torch.tensor([[0.25, 1.0], [2.0, 3.0]], device=device)
     assert_tensor_close(x.clone(), x)
     assert_tensor_close(x + 5e-6, x)  # within float32's default atol of 1e-5
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_wrong_value_names_case_index_and_error(device):
     want = torch.tensor([[0.0, 1.0], [2.0, 3.0]], device=device)
     got = want.clone()
@@ -284,3 +284,73 @@ def test_stand_ins_replace_helpers_only_during_the_call():
     assert student_main(1) == 20  # restored
     assert call_student(student_main, 1, stand_in={"not_defined_before": abs}) == 20
     assert "not_defined_before" not in globals()
+
+
+# ---------------------------------------------------------------- check, check_raises, compare
+
+
+def _iou_by_reference(boxes1, boxes2):
+    return cs_dense.ops.box_iou(boxes1, boxes2)
+
+
+def test_check_passes_prints_and_returns_the_result(capsys):
+    boxes = torch.tensor([[0.0, 0, 10, 10]])
+    got = check(torchvision.ops.box_iou, boxes, boxes, expected=torch.ones(1, 1), case="a box with itself")
+    assert torch.equal(got, torch.ones(1, 1))
+    assert capsys.readouterr().out == "ok: a box with itself\n"
+    check(torchvision.ops.box_iou, boxes, boxes, expected=torch.ones(1, 1), case="quiet", show=False)
+    assert capsys.readouterr().out == ""
+
+
+def test_check_uses_the_registry_to_forbid():
+    boxes = torch.tensor([[0.0, 0, 10, 10]])
+    with pytest.raises(ForbiddenCallError, match=r"called cs_dense.ops.box_iou, which is disabled"):
+        check(_iou_by_reference, boxes, boxes, expected=torch.ones(1, 1), case="c", exercise="box_iou")
+    with pytest.raises(ValueError, match="no graded exercise named 'box_iuo'"):
+        check(_iou_by_reference, boxes, boxes, case="c", exercise="box_iuo")
+
+
+def test_check_reports_a_wrong_value_with_its_case():
+    boxes = torch.tensor([[0.0, 0, 10, 10]])
+    with pytest.raises(CheckFailure, match=r"\[half\] values differ .* expected 0.5, got 1.0"):
+        check(torchvision.ops.box_iou, boxes, boxes, expected=torch.full((1, 1), 0.5), case="half")
+
+
+def test_compare_dispatches_on_the_expected_type():
+    compare((torch.ones(2), 3, 0.5, True, {"a": 1.0}), (torch.ones(2), 3, 0.5, True, {"a": 1.0}), case="all kinds")
+    with pytest.raises(CheckFailure, match=r"\[t, result 1\] expected 3, got 4"):
+        compare((torch.ones(2), 4), (torch.ones(2), 3), case="t")
+    with pytest.raises(CheckFailure, match="expected a tuple of 2 results, got a list of length 3"):
+        compare([1, 2, 3], (1, 2), case="t")
+    with pytest.raises(CheckFailure, match=r"expected True \(a bool\), got 1"):
+        compare(1, True)
+    with pytest.raises(CheckFailure, match="expected an int, got bool"):
+        compare(True, 1)
+    with pytest.raises(TypeError, match="cannot compare an expected value of type str"):
+        compare("a", "a")
+
+
+def test_check_raises_wants_the_error_and_its_words(capsys):
+    def strict(fmt):
+        if fmt != "xyxy":
+            raise ValueError(f"fmt must be 'xyxy', got {fmt!r}")
+
+    check_raises(strict, "yolo", mentions="fmt", case="bad format")
+    assert capsys.readouterr().out.startswith("ok: bad format -> ValueError: fmt must be")
+    with pytest.raises(CheckFailure, match="should say 'out_fmt'"):
+        check_raises(strict, "yolo", mentions="out_fmt", case="c")
+    with pytest.raises(CheckFailure, match="nothing was raised"):
+        check_raises(strict, "xyxy", case="c")
+    with pytest.raises(CheckFailure, match="expected a ValueError, got KeyError"):
+        check_raises(lambda: {}["x"], case="c")
+
+
+def test_stand_ins_by_exercise_name_use_the_registry_reference():
+    namespace = {}
+    exec("def student_nms(boxes, scores):\n    return box_iou(boxes, boxes)", namespace)  # noqa: S102
+    boxes = torch.tensor([[0.0, 0, 10, 10], [5, 5, 15, 15]])
+    got = call_student(namespace["student_nms"], boxes, torch.ones(2), case="c", stand_in=["box_iou"])
+    torch.testing.assert_close(got, torchvision.ops.box_iou(boxes, boxes))
+    assert "box_iou" not in namespace
+    with pytest.raises(ValueError, match="has no drop-in reference"):
+        call_student(namespace["student_nms"], boxes, torch.ones(2), case="c", stand_in=["label_anchors"])

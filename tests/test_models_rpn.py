@@ -26,8 +26,6 @@ from cs_dense.models.rpn import RegionProposalNetwork, RPNHead, flatten_head_out
 from cs_dense.ops.boxes import box_iou
 from reference_loops import random_boxes
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
-
 
 # ---------------------------------------------------------------- anchors
 
@@ -57,7 +55,6 @@ def test_grid_anchor_order_by_hand():
                 torch.testing.assert_close(anchors[(i * 3 + j) * 2 + a], base[a] + shift)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(
     "sizes, ratios, feature_sizes, image_size",
     [
@@ -93,7 +90,6 @@ def test_anchor_generator_wants_one_entry_per_map():
 # ---------------------------------------------------------------- box coding
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("weights", [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0)])
 @pytest.mark.parametrize("seed", range(3))
 def test_encode_decode_match_torchvision_and_round_trip(device, weights, seed):
@@ -171,7 +167,6 @@ def test_match_anchors_without_ground_truth_and_without_overlap():
     assert match_anchors(torch.zeros(1, 3)).tolist() == [NEGATIVE] * 3
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("low_quality", [True, False])
 def test_match_anchors_matches_torchvision(device, seed, low_quality):

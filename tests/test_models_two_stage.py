@@ -19,8 +19,6 @@ from cs_dense.models.two_stage import (
 )
 from reference_loops import random_boxes
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
-
 
 def tv_roi_heads(score_thresh=0.05, nms_thresh=0.5, detections=100) -> RoIHeads:
     return RoIHeads(None, None, None, 0.5, 0.5, 128, 0.25, ROI_BOX_WEIGHTS, score_thresh, nms_thresh, detections)
@@ -69,7 +67,6 @@ def test_fast_rcnn_loss_uses_only_the_true_class_deltas():
     torch.testing.assert_close(loss_box, torch.tensor(0.5 - 0.5 / 9))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("seed", range(4))
 def test_postprocess_matches_torchvision(device, seed):
     g = torch.Generator().manual_seed(seed)
@@ -133,3 +130,15 @@ def test_detector_input_errors():
         model([torch.zeros(3, 60, 64)])
     with pytest.raises(ValueError, match="one shape"):
         model([torch.zeros(3, 64, 64), torch.zeros(3, 32, 64)])
+
+
+def test_detector_config_derives_the_stride_and_checks_its_fields():
+    assert DetectorConfig().stride == 8
+    with pytest.raises(TypeError, match="stride"):
+        DetectorConfig(stride=16)  # the stride is the backbone's, not a setting
+    with pytest.raises(ValueError, match="num_classes must be an int >= 2"):
+        DetectorConfig(num_classes=1)
+    with pytest.raises(ValueError, match="anchor_sizes must be a non-empty sequence of positive numbers"):
+        DetectorConfig(anchor_sizes=())
+    with pytest.raises(ValueError, match=r"rpn_post_nms_top_n \(testing\) must be an int >= 1"):
+        DetectorConfig(rpn_post_nms_top_n=(300, 0))

@@ -9,10 +9,7 @@ import torch.nn.functional as F
 from cs_dense.models import UNet, UNetConfig
 from cs_dense.train import fit
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 
-
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(("depth", "size"), [(1, (6, 10)), (2, (12, 8)), (3, (64, 40)), (4, (16, 32))])
 @pytest.mark.parametrize("upsample", ["transpose", "bilinear"])
 @pytest.mark.parametrize("skip", [True, False])

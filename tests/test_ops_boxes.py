@@ -8,9 +8,16 @@ import torchvision.ops as tv
 from reference_loops import loop_iou, random_boxes
 
 from cs_dense.data import make_sample
-from cs_dense.ops import box_area, box_convert, box_iou, generalized_box_iou, masks_to_boxes
+from cs_dense.ops import (
+    box_area,
+    box_convert,
+    box_iou,
+    clip_boxes_to_image,
+    generalized_box_iou,
+    masks_to_boxes,
+    remove_small_boxes,
+)
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 FLOAT_DTYPES = [torch.float16, torch.float32, torch.float64]
 FORMATS = ["xyxy", "xywh", "cxcywh"]
 
@@ -29,7 +36,6 @@ TOLERANCES = {
 # ---------------------------------------------------------------- hand-computed cases
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_iou_and_giou_by_hand(device):
     # A = (10,10)-(50,50), B = (30,30)-(70,70): each 40 x 40 = 1600.
     # Overlap (30,30)-(50,50) = 400; union = 1600 + 1600 - 400 = 2800 -> IoU = 1/7.
@@ -40,7 +46,6 @@ def test_iou_and_giou_by_hand(device):
     torch.testing.assert_close(generalized_box_iou(a, b), torch.tensor([[-5 / 63]], device=device))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_disjoint_and_touching_by_hand(device):
     # C = (0,0)-(10,10) and D = (20,0)-(30,10) are 10 apart: IoU 0, union 200,
     # enclosing (0,0)-(30,10) = 300 -> GIoU = 0 - 100/300 = -1/3.
@@ -65,7 +70,6 @@ def test_iou_of_a_box_with_itself_is_one():
 # ---------------------------------------------------------------- against torchvision
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_matches_torchvision_on_random_boxes(device, dtype, seed):
@@ -105,7 +109,6 @@ def test_zero_area_pairs_give_zero_where_torchvision_gives_nan():
     torch.testing.assert_close(generalized_box_iou(degenerate, degenerate), torch.tensor([[0.0, -1.0], [-1.0, 0.0]]))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_empty_inputs_give_empty_outputs(device):
     empty = torch.zeros(0, 4, device=device)
     boxes = random_boxes(3, seed=7, device=device)
@@ -127,7 +130,6 @@ def test_box_convert_by_hand():
     torch.testing.assert_close(box_convert(torch.tensor([[30.0, 50, 40, 60]]), "cxcywh", "xywh"), torch.tensor([[10.0, 20, 40, 60]]))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("in_fmt", FORMATS)
 @pytest.mark.parametrize("out_fmt", FORMATS)
 def test_box_convert_matches_torchvision_and_round_trips(device, in_fmt, out_fmt):
@@ -191,7 +193,6 @@ def test_bad_input_raises_value_error_naming_the_argument(call, match):
         call()
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_masks_to_boxes_is_torchvision_plus_one(device):
     gen = torch.Generator().manual_seed(7)
     masks = torch.rand(40, 23, 31, generator=gen) < 0.002  # sparse: many small and some empty masks
@@ -220,3 +221,21 @@ def test_masks_to_boxes_hand_case_and_errors():
     assert masks_to_boxes(torch.zeros(2, 0, 6)).tolist() == [[0.0] * 4] * 2
     with pytest.raises(ValueError, match=r"\[N, H, W\]"):
         masks_to_boxes(torch.zeros(4, 6))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_clip_and_remove_small_match_torchvision(device, seed):
+    boxes = random_boxes(40, seed, torch.float64, device, corners=(-30, 110), sides=(0, 40), tiny=0.2)
+    clipped = clip_boxes_to_image(boxes, (64, 96))
+    torch.testing.assert_close(clipped, tv.clip_boxes_to_image(boxes, (64, 96)))
+    for min_size in (0.0, 0.5, 5.0):
+        assert torch.equal(remove_small_boxes(clipped, min_size), tv.remove_small_boxes(clipped, min_size))
+    assert clip_boxes_to_image(boxes.reshape(2, 20, 4), (64, 96)).shape == (2, 20, 4)
+
+
+def test_remove_small_boxes_keeps_a_side_equal_to_min_size():
+    boxes = torch.tensor([[0.0, 0, 2, 2], [0, 0, 1.999, 5]])  # the second is just too narrow
+    assert remove_small_boxes(boxes, 2.0).tolist() == [0]
+    assert remove_small_boxes(torch.zeros(0, 4), 1.0).shape == (0,)
+    with pytest.raises(ValueError, match=r"boxes must be a tensor of shape \[N, 4\]"):
+        remove_small_boxes(torch.zeros(3), 1.0)

@@ -11,8 +11,6 @@ from reference_loops import loop_iou
 
 from cs_dense.ops import batched_nms, nms, soft_nms
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
-
 
 def clustered_boxes(n: int, seed: int, dtype: torch.dtype = torch.float32, device: str = "cpu"):
     """Seeded detector-like output: ~n/8 objects, each with jittered candidate boxes.
@@ -75,7 +73,6 @@ def loop_soft_nms(boxes, scores, sigma, score_threshold, method, iou_threshold):
 # ---------------------------------------------------------------- nms
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(("n", "seed"), [(1, 0), (17, 1), (300, 2), (700, 3)])  # 700 spans several blocks
 @pytest.mark.parametrize("iou_threshold", [0.3, 0.5, 0.7])
@@ -131,7 +128,6 @@ def test_nms_float16_agrees_with_float32_away_from_the_threshold():
     assert torch.equal(nms(boxes.half(), scores.half(), 0.5), nms(boxes, scores.half().float(), 0.5))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_nms_empty_and_degenerate(device):
     empty = nms(torch.zeros(0, 4, device=device), torch.zeros(0, device=device), 0.5)
     assert empty.shape == (0,) and empty.dtype == torch.int64 and empty.device.type == device
@@ -153,7 +149,6 @@ def test_nms_does_not_modify_inputs():
 # ---------------------------------------------------------------- batched_nms
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(("n", "n_classes", "seed"), [(40, 3, 8), (600, 4, 9), (1500, 20, 10)])
 def test_batched_nms_matches_torchvision(device, n, n_classes, seed):
     # torchvision shifts classes apart below 4000 coordinates and loops above; both paths covered
@@ -212,7 +207,6 @@ def test_soft_nms_linear_threshold_is_strict_and_score_threshold_drops():
     assert soft_nms(boxes, torch.tensor([0.9, 0.0005], dtype=torch.float64))[0].tolist() == [0]
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(("method", "sigma", "iou_threshold"), [("gaussian", 0.5, 0.3), ("gaussian", 0.1, 0.3), ("linear", 0.5, 0.3), ("linear", 0.5, 0.6)])
 def test_soft_nms_matches_slow_loop_reference(device, method, sigma, iou_threshold):
     boxes, scores = clustered_boxes(60, seed=12, dtype=torch.float64, device=device)

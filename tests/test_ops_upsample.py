@@ -19,7 +19,6 @@ from cs_dense.ops.upsample import (
     overlap_counts,
 )
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 DTYPES = [torch.float32, torch.float64]
 TRANSPOSED = {"vectorised": conv_transpose2d, "loop": conv_transpose2d_loop}
 
@@ -39,7 +38,6 @@ def randn(*shape: int, seed: int, dtype: torch.dtype = torch.float64, device: st
 # ---------------------------------------------------------------- transposed convolution by hand
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("impl", TRANSPOSED)
 def test_worked_example_from_the_course(device, impl):
     # Input [[0, 1], [2, 3]], kernel [[0, 1], [2, 3]], stride 1: each input value stamps
@@ -105,7 +103,6 @@ def random_setting(seed: int) -> dict:
     )
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("impl", TRANSPOSED)
 @pytest.mark.parametrize("seed", range(10))
@@ -134,7 +131,6 @@ def test_matches_torch_on_every_small_setting(impl):
             torch.testing.assert_close(TRANSPOSED[impl](x, weight, bias, **kwargs), expected, msg=str(kwargs))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("impl", TRANSPOSED)
 def test_empty_batch(device, impl):
     x = torch.zeros(0, 3, 4, 5, device=device)
@@ -212,7 +208,6 @@ def test_transposed_rejects_bad_shapes(impl):
 # ---------------------------------------------------------------- conv2d_matrix
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(
     "c_out, c_in, kernel, size, stride, padding",
     [
@@ -272,7 +267,6 @@ def test_conv2d_matrix_rejects_bad_arguments():
 # ---------------------------------------------------------------- nearest and bed-of-nails unpooling
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("scale", [1, 2, 3])
 def test_nearest_unpool_matches_interpolate(device, scale):
     x = randn(2, 3, 4, 5, seed=scale, device=device)
@@ -290,7 +284,6 @@ def test_unpooling_by_hand():
     torch.testing.assert_close(bed_of_nails_unpool(x, (1, 3))[0, 0, 0], torch.tensor([1.0, 0, 0, 2, 0, 0]))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_bed_of_nails_against_a_loop(device):
     x = randn(2, 3, 3, 4, seed=11, device=device)
     expected = torch.zeros(2, 3, 9, 8, dtype=x.dtype, device=device)
@@ -328,7 +321,6 @@ MAX_POOL_CASES = [
 ]
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", range(len(MAX_POOL_CASES)))
 def test_max_unpool_matches_torch(device, dtype, case):
@@ -410,7 +402,6 @@ def test_bilinear_kernel_by_hand():
     assert bilinear_kernel(3, 4).shape == (3, 3, 8, 8) and bilinear_kernel(3, 4).dtype == torch.float32
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("scale", [1, 2, 3, 4])
 def test_bilinear_kernel_is_interpolate_in_the_interior(device, scale):
     x = randn(2, 3, 5, 6, seed=scale, device=device)

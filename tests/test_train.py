@@ -84,3 +84,15 @@ def test_fit_names_a_diverging_step_and_bad_budgets():
                             ({"max_seconds": 1, "schedule": "step"}, "schedule")):
         with pytest.raises(ValueError, match=message):
             train.fit(model, range(3), lambda m, _: (m.w - 3) ** 2, optimizer, progress=False, **kwargs)
+
+
+def test_shuffled_batches_cover_every_item_once_per_epoch():
+    stream = train.shuffled_batches(10, 4, seed=3)
+    for _ in range(3):
+        epoch = [next(stream) for _ in range(3)]  # 4 + 4 + 2
+        assert [len(b) for b in epoch] == [4, 4, 2]
+        assert sorted(torch.cat(epoch).tolist()) == list(range(10))
+    again = train.shuffled_batches(10, 4, seed=3)
+    assert torch.equal(next(again), next(train.shuffled_batches(10, 4, seed=3)))
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1, got 0"):
+        next(train.shuffled_batches(10, 0))

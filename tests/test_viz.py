@@ -15,8 +15,6 @@ from matplotlib.patches import Rectangle  # noqa: E402
 
 from cs_dense import viz  # noqa: E402
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
-
 
 @pytest.fixture
 def ax():
@@ -29,7 +27,6 @@ def rectangles(axes) -> list[Rectangle]:
     return [p for p in axes.patches if isinstance(p, Rectangle)]
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_show_image_puts_pixel_centres_on_integers(ax, device):
     image = torch.rand(3, 6, 10, device=device)
     shown = viz.show_image(ax, image)
@@ -51,7 +48,6 @@ def test_boxes_drawn_later_do_not_move_the_view(ax):
     assert ax.get_xlim() == (-0.5, 7.5)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_box_edges_follow_pixel_coverage(ax, device):
     # (3, 3, 8, 8) covers pixels 3..7; imshow centres them at 3..7, edges at 2.5 and 7.5
     viz.show_image(ax, torch.zeros(3, 12, 12, device=device))

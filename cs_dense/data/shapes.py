@@ -450,6 +450,23 @@ def make_sample(
     return _compose(objects, owner, config, appearance, image_id)
 
 
+def load_split(split: str, count: int, config: ShapesConfig = ShapesConfig()) -> tuple[Tensor, list[dict[str, Any]]]:
+    """Samples ``0 .. count - 1`` of ``split`` in memory, as the notebooks train on them.
+
+    Args:
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        count: how many samples, ``>= 1``.
+        config: dataset settings.
+
+    Returns:
+        images (Tensor[count, 3, H, W] float32), and the ``count`` targets of
+        :func:`make_sample` in a list.
+    """
+    check_int("count", count, 1)
+    samples = [make_sample(i, split, config) for i in range(count)]
+    return torch.stack([image for image, _ in samples]), [target for _, target in samples]
+
+
 def render_scene(
     objects: Sequence[ShapeObject],
     config: ShapesConfig = ShapesConfig(),

@@ -27,6 +27,7 @@ from cs_dense.models.rpn import SMOOTH_L1_BETA, RegionProposalNetwork, RPNHead
 from cs_dense.ops.boxes import box_iou, check_boxes, clip_boxes_to_image, remove_small_boxes
 from cs_dense.ops.nms import batched_nms
 from cs_dense.ops.roi import roi_align
+from cs_dense.validation import check_int, check_positive_numbers, check_same_length, check_tensor, describe
 
 #: Box-coder weights of the second stage (Fast R-CNN): deltas of well-placed proposals are
 #: small, and these weights bring them to roughly unit scale.
@@ -44,13 +45,23 @@ def roi_targets(
     ignored (-1). No best-anchor rule here: the ground-truth boxes themselves are added
     to the proposals in training, so every object has a perfect proposal.
 
+    Args:
+        proposals (Tensor[K, 4]): xyxy, pixels.
+        gt_boxes (Tensor[M, 4]): xyxy, pixels; ``M = 0`` makes every proposal background.
+        gt_labels (Tensor[M] int64): classes 1..C-1.
+        coder: encodes the matched ground truth relative to each proposal
+            (:data:`ROI_BOX_WEIGHTS` in the detector).
+        fg_iou_thresh: smallest IoU of a foreground proposal (inclusive).
+        bg_iou_thresh: proposals with best IoU below this are background; equal to
+            ``fg_iou_thresh`` (Fast R-CNN's 0.5) leaves none ignored.
+
     Returns:
         labels (Tensor[K] int64): class, 0 or -1.
         targets (Tensor[K, 4]): encoded matched ground truth (meaningful where label >= 1).
     """
     check_boxes(gt_boxes, "gt_boxes")
-    if gt_labels.shape != (gt_boxes.shape[0],):
-        raise ValueError(f"gt_labels must have shape [{gt_boxes.shape[0]}], got {list(gt_labels.shape)}")
+    check_boxes(proposals, "proposals")
+    check_same_length("gt_labels", gt_labels, gt_boxes.shape[0], of="ground-truth box")
     matches = match_anchors(box_iou(gt_boxes, proposals), fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False)
     if gt_boxes.shape[0] == 0:
         return torch.zeros(proposals.shape[0], dtype=torch.int64, device=proposals.device), torch.zeros_like(proposals)
@@ -103,11 +114,28 @@ def postprocess_detections(
     clipped, with that class's softmax probability); candidates below ``score_thresh`` or
     smaller than ``min_size`` go; NMS runs per class; the best ``detections_per_img`` stay.
 
+    Args:
+        class_logits (Tensor[K, C]): scores of C classes, background (0) included.
+        box_deltas (Tensor[K, 4 C]): deltas of every class, relative to the proposal.
+        proposals (Tensor[K, 4]): xyxy, pixels.
+        image_size: ``(H, W)``, to clip the boxes.
+        coder: decodes the deltas (:data:`ROI_BOX_WEIGHTS` in the detector).
+        score_thresh: candidates must score strictly more than this.
+        nms_thresh: per-class NMS suppresses at IoU ``>`` this.
+        detections_per_img: the most detections kept.
+        min_size: the smallest width and height kept, in pixels.
+
     Returns:
         ``{"boxes": Tensor[D, 4], "scores": Tensor[D], "labels": Tensor[D] int64}``, by
         decreasing score.
     """
+    check_tensor(class_logits, "class_logits", ndim=2, shape="[K, C]", floating=True)
     k, c = class_logits.shape
+    check_tensor(box_deltas, "box_deltas", ndim=2, last=4 * c, shape=f"[{k}, 4 C = {4 * c}]")
+    check_boxes(proposals, "proposals")
+    if box_deltas.shape[0] != k or proposals.shape[0] != k:
+        raise ValueError(f"class_logits, box_deltas and proposals must have K = {k} rows, got "
+                         f"{describe(box_deltas)} and {describe(proposals)}")
     scores = F.softmax(class_logits, dim=1)[:, 1:]  # [K, C - 1]
     boxes = clip_boxes_to_image(coder.decode(box_deltas, proposals).view(k, c, 4)[:, 1:], image_size)  # [K, C - 1, 4]
     labels = torch.arange(1, c, device=class_logits.device).expand(k, c - 1)
@@ -131,6 +159,9 @@ class RoIHead(nn.Module):
         hidden: width of the fully connected layers.
         batch_size_per_image, positive_fraction: the loss's proposal sample (512, 0.25 in
             the paper; smaller suits small images with few objects).
+        fg_iou_thresh, bg_iou_thresh: proposal labelling (see :func:`roi_targets`).
+        score_thresh, nms_thresh, detections_per_img: inference (see
+            :func:`postprocess_detections`).
     """
 
     def __init__(
@@ -193,8 +224,13 @@ class RoIHead(nn.Module):
         return detections, {"loss_classifier": loss_cls, "loss_box_reg": loss_box}
 
 
+#: Output stride of :func:`small_backbone`: three stride-2 stages.
+BACKBONE_STRIDE = 8
+
+
 def small_backbone(out_channels: int = 64, width: int = 32) -> nn.Sequential:
-    """Three stride-2 stages of two 3x3 conv + BatchNorm + ReLU: stride 8, ``out_channels``."""
+    """Three stride-2 stages of two 3x3 conv + BatchNorm + ReLU: stride
+    :data:`BACKBONE_STRIDE`, ``out_channels`` channels."""
     layers: list[nn.Module] = []
     channels = [3, width, 2 * width, out_channels]
     for c_in, c_out in zip(channels[:-1], channels[1:]):
@@ -212,12 +248,22 @@ class DetectorConfig:
     """Settings of :class:`TwoStageDetector` for the shapes images.
 
     Attributes:
-        num_classes: classes including background.
-        anchor_sizes, aspect_ratios: one anchor set on the stride-8 map; the shapes are
-            12-40 pixels across and roughly square.
-        channels, width: backbone output and first-stage channels.
-        rpn_pre_nms_top_n, rpn_post_nms_top_n: proposals per image, training / testing.
+        num_classes: classes including background (4 for the shapes: background and 3).
+        anchor_sizes: anchor sizes in pixels (square root of the area) on the stride-8 map;
+            the shapes are 12-40 pixels across.
+        aspect_ratios: anchor height / width ratios; the shapes are roughly square.
+        channels: backbone output channels, read by the RPN and the RoI head.
+        width: channels of the backbone's first stage.
+        hidden: width of the RoI head's two fully connected layers.
+        rpn_pre_nms_top_n: proposals kept before the RPN's NMS, ``(training, testing)``.
+        rpn_post_nms_top_n: proposals kept after it, ``(training, testing)``.
         image_mean, image_std: per-channel normalisation applied inside the model.
+
+    The feature stride is not a setting: it is the backbone's, :data:`BACKBONE_STRIDE`
+    (``config.stride`` reads it), so RoI Align always samples at the scale of the map.
+
+    Raises:
+        ValueError: naming the field, on an invalid setting.
     """
 
     num_classes: int = 4
@@ -225,12 +271,33 @@ class DetectorConfig:
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     channels: int = 64
     width: int = 32
-    stride: int = 8
     hidden: int = 256
     rpn_pre_nms_top_n: tuple[int, int] = (600, 300)
     rpn_post_nms_top_n: tuple[int, int] = (300, 100)
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     image_std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+
+    def __post_init__(self) -> None:
+        check_int("num_classes", self.num_classes, 2)
+        check_positive_numbers("anchor_sizes", self.anchor_sizes)
+        check_positive_numbers("aspect_ratios", self.aspect_ratios)
+        for name in ("channels", "width", "hidden"):
+            check_int(name, getattr(self, name), 1)
+        for name in ("rpn_pre_nms_top_n", "rpn_post_nms_top_n"):
+            value = getattr(self, name)
+            if len(value) != 2:
+                raise ValueError(f"{name} must be a pair (training, testing), got {value!r}")
+            for phase, count in zip(("training", "testing"), value):
+                check_int(f"{name} ({phase})", count, 1)
+        for name in ("image_mean", "image_std"):
+            if len(getattr(self, name)) != 3:
+                raise ValueError(f"{name} must hold 3 numbers (R, G, B), got {getattr(self, name)!r}")
+        check_positive_numbers("image_std", self.image_std)
+
+    @property
+    def stride(self) -> int:
+        """The feature map's stride in pixels: the backbone's."""
+        return BACKBONE_STRIDE
 
 
 class TwoStageDetector(nn.Module):
