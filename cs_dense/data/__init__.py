@@ -1,4 +1,5 @@
-"""Data for the course: the synthetic shapes dataset, COCO export, real-dataset adapters.
+"""Data for the course: the synthetic shapes dataset, the detection-dict format, COCO export,
+real-dataset adapters.
 
 Every dataset returns ``(image, target)`` with ``image`` a float32 ``Tensor[3, H, W]`` in
 [0, 1] and ``target`` a dict in torchvision's detection convention (``boxes`` xyxy

@@ -22,10 +22,9 @@ suppressed by any kept earlier member", repeated until nothing changes. Each box
 depends only on boxes before it, so the update has exactly one fixed point, the greedy
 answer, and reaches it in at most ``B`` rounds (usually 2-5; the same idea drives
 Cluster-NMS, Zheng et al. 2021). Total IoU work is about ``K * N / 2 + N * B``, the same
-order as the sequential algorithm, with no ``N x N`` matrix in memory. On a CPU this was
-about 2x slower than torchvision's C++ loop at 5000 boxes (and slower still, in
-relative terms, below 500 boxes, where a fixed ~0.3 ms of Python overhead dominates);
-it runs unchanged on a GPU.
+order as the sequential algorithm, with no ``N x N`` matrix in memory, and it runs
+unchanged on a GPU. How its speed compares with torchvision's C++ loop is measured by
+``benchmarks/bench_boxes.py`` (figures in ``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -72,11 +71,9 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     Boxes with different ``idxs`` never suppress each other. Implementation: sort by
     (category, score) so that each category is one contiguous run, then run the blocked
     pass of :func:`nms`, comparing each block only with kept boxes of its own category.
-    Measured against the two classic alternatives (``benchmarks/bench_boxes.py``, CPU,
-    5000 boxes): about as fast as a per-class loop of ``nms`` with 5 classes and faster
-    with 80 (no Python overhead per class); 5-10x faster than shifting each class to its
-    own region of the plane, which puts every class into one big NMS, keeps many more
-    boxes, and rounds large coordinates.
+    It has no Python overhead per class, unlike a loop of ``nms`` over classes, and no
+    rounding of large coordinates, unlike shifting each class to its own region of the
+    plane; ``benchmarks/bench_boxes.py`` compares the three.
 
     Args:
         boxes (Tensor[N, 4]): xyxy, pixels, floating point, ``x1 <= x2``, ``y1 <= y2``.
