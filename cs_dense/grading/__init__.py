@@ -32,6 +32,7 @@ from cs_dense.grading.guards import (
     time_limit,
 )
 from cs_dense.grading.harness import NOTHING, check, check_raises, compare
+from cs_dense.grading.registry import forbidden
 
 __all__ = [
     "NOTHING",
@@ -48,6 +49,7 @@ __all__ = [
     "compare",
     "devices",
     "forbid",
+    "forbidden",
     "stand_ins",
     "time_limit",
 ]
