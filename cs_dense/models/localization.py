@@ -72,26 +72,40 @@ def localization_loss(
     return {"classification": classification, "box": box, "total": classification + box_weight * box}
 
 
+#: Side of the pooled grid the heads read: coarse enough to be cheap, fine enough to keep
+#: *where* things are (a global average would keep only *what*).
+POOLED_SIZE = 4
+
+
 class SingleObjectLocalizer(nn.Module):
-    """The course's small stride-8 backbone, global average pooling, and two linear heads.
+    """The course's small stride-8 backbone, a shared fully connected layer, and two heads.
+
+    The backbone's map is average-pooled to a ``4 x 4`` grid and flattened, so the
+    features still say where in the image something is (a global average would not), then
+    one hidden layer is shared by both heads, as in the classification-plus-localisation
+    networks of the lecture.
 
     Args:
         num_classes: classes of the one object (no background class: there is always
             exactly one object).
         channels, width: backbone output and first-stage channels.
+        hidden: width of the shared fully connected layer.
 
-    Input: images ``[B, 3, H, W]`` in ``[0, 1]``. Output: ``(class_logits [B, C],
-    boxes [B, 4])``, the boxes normalised xyxy in ``[0, 1]`` (a sigmoid keeps them inside
-    the image; nothing forces ``x1 <= x2``, which training learns).
+    Input: images ``[B, 3, H, W]`` in ``[0, 1]``, ``H`` and ``W`` at least 32. Output:
+    ``(class_logits [B, C], boxes [B, 4])``, the boxes normalised xyxy in ``[0, 1]`` (a
+    sigmoid keeps them inside the image; nothing forces ``x1 <= x2``, which training learns).
     """
 
-    def __init__(self, num_classes: int = 3, channels: int = 64, width: int = 32) -> None:
+    def __init__(self, num_classes: int = 3, channels: int = 64, width: int = 32, hidden: int = 256) -> None:
         super().__init__()
         self.backbone = small_backbone(channels, width)
-        self.class_head = nn.Linear(channels, num_classes)
-        self.box_head = nn.Linear(channels, 4)
+        self.shared = nn.Sequential(
+            nn.AdaptiveAvgPool2d(POOLED_SIZE), nn.Flatten(), nn.Linear(channels * POOLED_SIZE**2, hidden), nn.ReLU()
+        )
+        self.class_head = nn.Linear(hidden, num_classes)
+        self.box_head = nn.Linear(hidden, 4)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         check_tensor(images, "images", ndim=4, shape="[B, 3, H, W]", floating=True)
-        pooled = self.backbone(images - 0.5).mean(dim=(2, 3))  # [B, channels]: shared by both heads
-        return self.class_head(pooled), torch.sigmoid(self.box_head(pooled))
+        features = self.shared(self.backbone(images - 0.5))  # [B, hidden]: read by both heads
+        return self.class_head(features), torch.sigmoid(self.box_head(features))
