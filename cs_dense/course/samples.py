@@ -47,6 +47,8 @@ BUGS: dict[str, list[Bug]] = {
     "00_tasks_and_data": [
         Bug("masks_to_boxes", "x2 = width - cols.flip(-1).argmax(dim=1)", "x2 = width - 1 - cols.flip(-1).argmax(dim=1)",
             "x2 is the last occupied column (torchvision's convention), one pixel short of the course's"),
+        Bug("localization_loss", "box = per_coordinate.mean()", "box = per_coordinate.sum(dim=1).mean()",
+            "the box loss summed over the four coordinates instead of averaged, so lambda weighs it four times"),
     ],
     "01_upsampling": [
         Bug("max_unpool", "sh, sw = _pair(kernel_size if stride is None else stride)", "sh, sw = _pair(1 if stride is None else stride)",
@@ -64,6 +66,8 @@ BUGS: dict[str, list[Bug]] = {
             "rows and columns swapped: predictions in the rows, the truth in the columns"),
         Bug("dice_loss", "dims = (0, 2, 3)", "dims = (2, 3)",
             "the Dice score averaged per image instead of summed over the whole batch"),
+        Bug("unet_sizes", "sizes.append(sizes[-1] - 2 + 2 * padding)", "sizes.append(sizes[-1] - 1 + 2 * padding)",
+            "an unpadded 3 x 3 convolution taken to trim one pixel in all instead of one on each side"),
     ],
     "03_iou_nms_map": [
         Bug("box_iou", "size = (bottom_right - top_left).clamp(min=0)", "size = (bottom_right - top_left + 1).clamp(min=0)",
