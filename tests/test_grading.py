@@ -354,3 +354,16 @@ def test_stand_ins_by_exercise_name_use_the_registry_reference():
     assert "box_iou" not in namespace
     with pytest.raises(ValueError, match="has no drop-in reference"):
         call_student(namespace["student_nms"], boxes, torch.ones(2), case="c", stand_in=["label_anchors"])
+
+
+def test_a_time_limit_inside_the_forbid_hook_is_reported_as_time():
+    # Many Python calls give the alarm many chances to fire inside the profile hook, which
+    # CPython then switches off; the student must hear "too slow", not "tampering".
+    def slow():
+        total = 0
+        while True:
+            total += abs(-1)
+
+    for _ in range(3):
+        with pytest.raises(TimeLimitExceeded, match="did not finish within 0.05 s"):
+            call_student(slow, case="slow", forbidden=("torchvision.ops.nms",), timeout=0.05)
