@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torchvision.models.detection import _utils as tv_utils
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
 
 from cs_dense.data.shapes import ShapesDataset
