@@ -44,6 +44,8 @@ bench: install
 	$(BIN)/python benchmarks/bench_upsample.py
 	$(BIN)/python benchmarks/bench_roi.py
 	$(BIN)/python benchmarks/bench_detector.py
+	$(BIN)/python benchmarks/bench_single_stage.py
+	$(BIN)/python benchmarks/bench_one_stage.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -20,31 +20,21 @@ speed of a training step from the quality of the recipe.
 
 from __future__ import annotations
 
-import argparse
-import time
-
-import torch
-from common import print_environment
+from common import (
+    SingleMap,
+    detector_arguments,
+    print_environment,
+    shapes_splits,
+    train_and_score,
+)
 from torchvision.models.detection import FasterRCNN
-from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAnchorGenerator
+from torchvision.models.detection.anchor_utils import (
+    AnchorGenerator as TVAnchorGenerator,
+)
 from torchvision.ops import MultiScaleRoIAlign
 
-from cs_dense.data.shapes import ShapesDataset
-from cs_dense.metrics import mean_average_precision
-from cs_dense.models.two_stage import DetectorConfig, TwoStageDetector, small_backbone
-from cs_dense.train import fit, seed_everything
-
-
-class _SingleMap(torch.nn.Module):
-    """torchvision's FasterRCNN wants the backbone's feature maps in a dict."""
-
-    def __init__(self, config: DetectorConfig):
-        super().__init__()
-        self.body = small_backbone(config.channels, config.width)
-        self.out_channels = config.channels
-
-    def forward(self, x):
-        return {"0": self.body(x)}
+from cs_dense.models.two_stage import DetectorConfig, TwoStageDetector
+from cs_dense.train import seed_everything
 
 
 def torchvision_detector(config: DetectorConfig) -> FasterRCNN:
@@ -53,7 +43,7 @@ def torchvision_detector(config: DetectorConfig) -> FasterRCNN:
     post_train, post_test = config.rpn_post_nms_top_n
     height = width = 128
     return FasterRCNN(
-        _SingleMap(config), num_classes=config.num_classes,
+        SingleMap(config), num_classes=config.num_classes,
         min_size=height, max_size=width, image_mean=list(config.image_mean), image_std=list(config.image_std),
         rpn_anchor_generator=anchors, box_roi_pool=MultiScaleRoIAlign(["0"], 7, 2),
         rpn_pre_nms_top_n_train=pre_train, rpn_pre_nms_top_n_test=pre_test,
@@ -62,38 +52,10 @@ def torchvision_detector(config: DetectorConfig) -> FasterRCNN:
     )
 
 
-def train_and_score(name, model, train, test, seconds, max_steps=None, batch_size=8, seed=0) -> dict:
-    def batches():
-        gen = torch.Generator().manual_seed(seed)
-        while True:
-            for index in torch.randperm(len(train), generator=gen).split(batch_size):
-                yield [train[i] for i in index.tolist()]
-
-    def loss_fn(model, batch):
-        return sum(model([image for image, _ in batch], [target for _, target in batch]).values())
-
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    history = fit(model, batches(), loss_fn, optimizer, max_seconds=seconds, max_steps=max_steps, progress=False, desc=name)
-    model.eval()
-    start = time.perf_counter()
-    with torch.no_grad():
-        preds = [det for k in range(0, len(test), 25) for det in model([image for image, _ in test[k:k + 25]])]
-    infer = (time.perf_counter() - start) / len(test) * 1e3
-    scores = mean_average_precision(preds, [target for _, target in test])
-    return {"name": name, "steps": history.steps, "step_ms": history.seconds[-1] / history.steps * 1e3,
-            "infer_ms": infer, "map_50": scores["map_50"], "map": scores["map"]}
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="10 s of training each, 40 test images")
-    parser.add_argument("--seconds", type=float, default=None, help="training time of each detector")
-    parser.add_argument("--equal-steps", action="store_true", help="also train torchvision's for as many steps as ours")
-    args = parser.parse_args()
-    seconds = args.seconds or (10 if args.quick else 180)
+    args, seconds = detector_arguments(__doc__, seconds=180)
     print_environment()
-    train = [ShapesDataset("train")[i] for i in range(200 if args.quick else 2000)]
-    test = [ShapesDataset("test")[i] for i in range(40 if args.quick else 200)]
+    train, test = shapes_splits(args.quick)
     config = DetectorConfig()
     rows = []
     for name, build in (("cs_dense TwoStageDetector", TwoStageDetector), ("torchvision FasterRCNN", torchvision_detector)):

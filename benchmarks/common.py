@@ -1,4 +1,5 @@
-"""Shared helpers of the benchmark scripts: interleaved timing and a markdown table."""
+"""Shared helpers of the benchmark scripts: interleaved timing and a markdown table; the
+data, backbone wrapper and train-then-score loop of the detector comparisons."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ import time
 from collections.abc import Callable
 
 import torch
+
+from cs_dense.data.shapes import ShapesDataset
+from cs_dense.metrics import mean_average_precision
+from cs_dense.models.two_stage import small_backbone
+from cs_dense.train import fit
 
 
 def timing_arguments(doc: str, quick_help: str = "tiny sizes, for a smoke run", reps: tuple[int, int] = (3, 15)):
@@ -56,3 +62,80 @@ def print_table(rows: list[tuple[str, float, float, str]]) -> None:
     print("|---|---:|---:|---:|")
     for operation, ours, theirs, name in rows:
         print(f"| {operation} (vs {name}) | {ours:.2f} | {theirs:.2f} | {ours / theirs:.2f} |")
+
+
+# --------------------------------------------------------------------------- detector comparisons
+
+
+def detector_arguments(doc: str, seconds: float, equal_steps: bool = True) -> tuple[argparse.Namespace, float]:
+    """Parse the options of the detector comparisons: ``--quick``, ``--seconds`` and, if
+    ``equal_steps``, ``--equal-steps``.
+
+    Returns:
+        ``(args, seconds)``: the parsed options and each detector's training time,
+        ``--seconds`` or the default for the mode (10 quick, ``seconds`` full).
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10 s of training each, 40 test images")
+    parser.add_argument("--seconds", type=float, default=None, help="training time of each detector")
+    if equal_steps:
+        parser.add_argument("--equal-steps", action="store_true", help="also train torchvision's for as many steps as ours")
+    args = parser.parse_args()
+    return args, args.seconds or (10 if args.quick else seconds)
+
+
+def shapes_splits(quick: bool) -> tuple[list, list]:
+    """The first 2000 training and 200 test shapes images (200 and 40 when ``quick``), as
+    lists of ``(image, target)``."""
+    train = [ShapesDataset("train")[i] for i in range(200 if quick else 2000)]
+    test = [ShapesDataset("test")[i] for i in range(40 if quick else 200)]
+    return train, test
+
+
+class SingleMap(torch.nn.Module):
+    """torchvision's detectors want the backbone's feature maps in a dict.
+
+    ``config`` is any settings object with ``channels`` and ``width`` (``DetectorConfig``,
+    ``SingleStageConfig``): the backbone is ``small_backbone(config.channels, config.width)``.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.body = small_backbone(config.channels, config.width)
+        self.out_channels = config.channels
+
+    def forward(self, x):
+        return {"0": self.body(x)}
+
+
+def train_and_score(name, model, train, test, seconds, max_steps=None, batch_size=8, seed=0) -> dict:
+    """Train a detector with ``cs_dense.train.fit`` (AdamW, learning rate 0.002, weight decay
+    1e-4, cosine decay) on reshuffled batches of ``train``, then score it on ``test``.
+
+    ``model(images, targets)`` must return a dict of losses in training mode and
+    ``model(images)`` one detection dict per image in eval mode, as torchvision's do.
+
+    Returns:
+        dict: ``name``, ``steps``, ``step_ms`` (mean time of a training step), ``infer_ms``
+        (inference time per test image, batches of 25, no grad), ``map_50`` and ``map``.
+    """
+
+    def batches():
+        gen = torch.Generator().manual_seed(seed)
+        while True:
+            for index in torch.randperm(len(train), generator=gen).split(batch_size):
+                yield [train[i] for i in index.tolist()]
+
+    def loss_fn(model, batch):
+        return sum(model([image for image, _ in batch], [target for _, target in batch]).values())
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    history = fit(model, batches(), loss_fn, optimizer, max_seconds=seconds, max_steps=max_steps, progress=False, desc=name)
+    model.eval()
+    start = time.perf_counter()
+    with torch.no_grad():
+        preds = [det for k in range(0, len(test), 25) for det in model([image for image, _ in test[k:k + 25]])]
+    infer = (time.perf_counter() - start) / len(test) * 1e3
+    scores = mean_average_precision(preds, [target for _, target in test])
+    return {"name": name, "steps": history.steps, "step_ms": history.seconds[-1] / history.steps * 1e3,
+            "infer_ms": infer, "map_50": scores["map_50"], "map": scores["map"]}

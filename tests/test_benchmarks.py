@@ -15,6 +15,8 @@ SMOKE_RUNS = {
     "bench_upsample.py": ["--quick", "--reps", "1"],
     "bench_roi.py": ["--quick", "--reps", "1"],
     "bench_detector.py": ["--quick", "--seconds", "3"],
+    "bench_single_stage.py": ["--quick", "--seconds", "3"],
+    "bench_one_stage.py": ["--quick", "--seconds", "3"],
 }
 
 

@@ -112,6 +112,14 @@ def test_encode_by_hand():
     torch.testing.assert_close(BoxCoder().encode(box, anchor), expected)
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_decode_no_references(k):
+    # a detector whose scores are all under the threshold decodes nothing: [0, 4 K] in, [0, 4 K] out
+    empty = torch.zeros(0, 4)
+    assert BoxCoder().decode(torch.zeros(0, 4 * k), empty).shape == (0, 4 * k)
+    assert tv_utils.BoxCoder((1.0, 1.0, 1.0, 1.0)).decode_single(torch.zeros(0, 4 * k), empty).shape == (0, 4 * k)
+
+
 def test_decode_clamps_before_exp():
     anchor = torch.tensor([[0.0, 0, 10, 10]])
     huge = torch.tensor([[0.0, 0, 100, 100]])

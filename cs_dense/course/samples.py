@@ -93,6 +93,16 @@ BUGS: dict[str, list[Bug]] = {
         Bug("fast_rcnn_loss", 'reduction="sum") / K', 'reduction="sum") / max(len(foreground), 1)',
             "the box loss divided by the number of foreground proposals instead of all K sampled"),
     ],
+    "06_single_stage": [
+        Bug("yolo_targets", "order = torch.sort((w * h).flip(0), descending=True, stable=True).indices\n"
+            "    for k in (len(boxes) - 1 - order).tolist():", "for k in range(len(boxes)):",
+            "objects written in list order, so the last one of a cell wins instead of the smallest"),
+        Bug("ssd_match", "matches[best >= iou_threshold] = best_object[best >= iou_threshold]",
+            "matches[best > iou_threshold] = best_object[best > iou_threshold]",
+            "IoU exactly 0.5 treated as background (> instead of >=)"),
+        Bug("sigmoid_focal_loss", "loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss", "loss = alpha * loss",
+            "alpha applied to every example: background gets 0.25 instead of 1 - alpha = 0.75"),
+    ],
 }
 
 

@@ -234,6 +234,53 @@ EXERCISES: Mapping[str, Exercise] = {
         ("cs_dense.models.postprocess_detections", "torchvision.models.detection.roi_heads.RoIHeads.postprocess_detections"),
         "cs_dense.models.postprocess_detections",
     ),
+    # 06 single-stage detectors
+    "yolo_targets": Exercise("06_single_stage", ("cs_dense.models.yolo_targets",), "cs_dense.models.yolo_targets"),
+    "yolo_loss": Exercise("06_single_stage", ("cs_dense.models.yolo_loss",), "cs_dense.models.yolo_loss"),
+    "default_boxes": Exercise(
+        "06_single_stage",
+        (
+            "cs_dense.models.default_boxes",
+            "cs_dense.models.ssd_scales",
+            "torchvision.models.detection.anchor_utils.DefaultBoxGenerator.forward",
+            "torchvision.models.detection.anchor_utils.DefaultBoxGenerator._grid_default_boxes",
+            "torchvision.models.detection.anchor_utils.DefaultBoxGenerator._generate_wh_pairs",
+        ),
+        "cs_dense.models.default_boxes",
+    ),
+    "ssd_match": Exercise(
+        "06_single_stage",
+        (
+            "cs_dense.models.ssd_match",
+            "cs_dense.models.match_anchors",
+            "torchvision.models.detection._utils.SSDMatcher.__call__",
+            "torchvision.models.detection._utils.Matcher.__call__",
+        ),
+        "cs_dense.models.ssd_match",
+    ),
+    "hard_negative_mining": Exercise(
+        "06_single_stage", ("cs_dense.models.hard_negative_mining",), "cs_dense.models.hard_negative_mining"
+    ),
+    "ssd_loss": Exercise(
+        "06_single_stage",
+        ("cs_dense.models.ssd_loss", "torchvision.models.detection.ssd.SSD.compute_loss"),
+        "cs_dense.models.ssd_loss",
+    ),
+    "sigmoid_focal_loss": Exercise(
+        "06_single_stage",
+        ("torchvision.ops.sigmoid_focal_loss", "cs_dense.ops.sigmoid_focal_loss"),
+        "cs_dense.ops.sigmoid_focal_loss",
+    ),
+    "retinanet_loss": Exercise(
+        "06_single_stage",
+        (
+            "cs_dense.models.retinanet_loss",
+            "torchvision.models.detection.retinanet.RetinaNetHead.compute_loss",
+            "torchvision.models.detection.retinanet.RetinaNetClassificationHead.compute_loss",
+            "torchvision.models.detection.retinanet.RetinaNetRegressionHead.compute_loss",
+        ),
+        "cs_dense.models.retinanet_loss",
+    ),
 }
 
 

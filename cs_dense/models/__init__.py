@@ -1,9 +1,23 @@
 """Reference models: U-Net for semantic segmentation; a single-object localiser; anchors, the RPN
-and a two-stage detector."""
+and a two-stage detector; YOLO, SSD and RetinaNet pieces and a single-stage detector."""
 
 from cs_dense.models.anchors import AnchorGenerator, BoxCoder, base_anchors, grid_anchors, match_anchors, sample_balanced
 from cs_dense.models.localization import SingleObjectLocalizer, localization_loss
 from cs_dense.models.rpn import RegionProposalNetwork, RPNHead, rpn_loss, rpn_targets, select_proposals
+from cs_dense.models.single_stage import (
+    SingleStageConfig,
+    SingleStageDetector,
+    default_boxes,
+    easy_negative_share,
+    hard_negative_mining,
+    prior_bias,
+    retinanet_loss,
+    ssd_loss,
+    ssd_match,
+    ssd_scales,
+    yolo_loss,
+    yolo_targets,
+)
 from cs_dense.models.two_stage import (
     DetectorConfig,
     RoIHead,
@@ -23,19 +37,31 @@ __all__ = [
     "RegionProposalNetwork",
     "RoIHead",
     "SingleObjectLocalizer",
+    "SingleStageConfig",
+    "SingleStageDetector",
     "TwoStageDetector",
     "UNet",
     "UNetConfig",
     "base_anchors",
+    "default_boxes",
+    "easy_negative_share",
     "fast_rcnn_loss",
     "grid_anchors",
+    "hard_negative_mining",
     "localization_loss",
     "match_anchors",
     "postprocess_detections",
+    "prior_bias",
+    "retinanet_loss",
     "roi_targets",
     "rpn_loss",
     "rpn_targets",
     "sample_balanced",
     "select_proposals",
     "small_backbone",
+    "ssd_loss",
+    "ssd_match",
+    "ssd_scales",
+    "yolo_loss",
+    "yolo_targets",
 ]

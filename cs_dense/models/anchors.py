@@ -200,12 +200,12 @@ class BoxCoder:
         n = deltas.shape[0]
         wx, wy, ww, wh = self.weights
         rw, rh, rx, ry = (v[:, None] for v in _size_centre(references.to(deltas.dtype)))  # [N, 1] each
-        d = deltas.reshape(n, -1, 4)  # [N, K, 4]
+        d = deltas.reshape(n, deltas.shape[1] // 4, 4)  # [N, K, 4]; also for N = 0
         x = d[..., 0] / wx * rw + rx  # [N, K]
         y = d[..., 1] / wy * rh + ry
         w = torch.exp((d[..., 2] / ww).clamp(max=self.clamp)) * rw
         h = torch.exp((d[..., 3] / wh).clamp(max=self.clamp)) * rh
-        return torch.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], dim=2).reshape(n, -1)
+        return torch.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], dim=2).reshape(n, deltas.shape[1])
 
 
 def _size_centre(boxes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:

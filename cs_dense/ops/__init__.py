@@ -1,6 +1,6 @@
 """Reference operations: box geometry and NMS (torchvision's names and semantics), and
 upsampling (unpooling, transposed convolution, with PyTorch's semantics), RoI Pool and RoI
-Align (torchvision's), and the soft Dice loss.
+Align (torchvision's), the soft Dice loss and the sigmoid focal loss (torchvision's).
 
 Boxes are ``Tensor[N, 4]`` in ``(x1, y1, x2, y2)`` absolute pixels unless a name says
 otherwise (``boxes_cxcywh``); :func:`box_convert` moves between formats.
@@ -15,7 +15,7 @@ from cs_dense.ops.boxes import (
     masks_to_boxes,
     remove_small_boxes,
 )
-from cs_dense.ops.losses import dice_loss
+from cs_dense.ops.losses import dice_loss, sigmoid_focal_loss
 from cs_dense.ops.nms import batched_nms, nms, soft_nms
 from cs_dense.ops.roi import bilinear_sample, roi_align, roi_pool
 from cs_dense.ops.upsample import (
@@ -51,5 +51,6 @@ __all__ = [
     "overlap_counts",
     "roi_align",
     "roi_pool",
+    "sigmoid_focal_loss",
     "soft_nms",
 ]

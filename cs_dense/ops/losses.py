@@ -1,4 +1,4 @@
-"""Segmentation losses that PyTorch does not ship: the soft multi-class Dice loss."""
+"""Losses PyTorch does not ship: the soft multi-class Dice loss and the focal loss."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cs_dense.validation import describe
+from cs_dense.validation import check_choice, check_real, check_tensor, describe
 
 
 def dice_loss(
@@ -70,3 +70,64 @@ def dice_loss(
         return 1 - per_class.mean()
     weight = weight.to(per_class)
     return 1 - (weight * per_class).sum() / weight.sum()
+
+
+#: Focal loss reductions, as in ``torchvision.ops.sigmoid_focal_loss``.
+FOCAL_REDUCTIONS = ("none", "mean", "sum")
+
+
+def sigmoid_focal_loss(
+    inputs: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0, reduction: str = "none"
+) -> Tensor:
+    """Focal loss on independent sigmoid outputs (Lin et al., "Focal Loss for Dense Object
+    Detection", ICCV 2017, eq. 5), the same function as ``torchvision.ops.sigmoid_focal_loss``.
+
+    With ``p = sigmoid(x)`` and ``p_t = p`` for a positive target, ``1 - p`` for a negative
+    one, each element costs
+
+        ``FL = -alpha_t * (1 - p_t) ** gamma * log(p_t)``
+
+    where ``alpha_t = alpha`` for positives and ``1 - alpha`` for negatives. ``(1 - p_t) ** gamma``
+    shrinks the loss of examples that are already right (``p_t`` near 1), so thousands of
+    easy background anchors no longer outweigh the few hard ones. ``log(p_t)`` is computed
+    as a binary cross-entropy with logits, so logits of +-100 give finite values and
+    gradients (also for ``0 < gamma < 1``, where torchvision's gradient of a saturated logit
+    is NaN). ``gamma = 0`` and ``alpha < 0`` give plain binary cross-entropy.
+
+    Args:
+        inputs (Tensor[...]): logits, floating point.
+        targets (Tensor[...]): same shape, 0 or 1 (soft targets in between are allowed).
+        alpha: weight of positives in ``[0, 1]``; any negative value switches weighting off.
+        gamma: focusing exponent, ``>= 0``.
+        reduction: ``"none"`` (elementwise), ``"mean"`` or ``"sum"``.
+
+    Returns:
+        Tensor: the shape of ``inputs`` for ``"none"``, else a scalar.
+
+    Raises:
+        ValueError: shapes differ, ``inputs`` is not floating point, ``alpha > 1``,
+            ``gamma < 0`` or an unknown reduction.
+    """
+    check_tensor(inputs, "inputs", floating=True)
+    check_tensor(targets, "targets")
+    if targets.shape != inputs.shape:
+        raise ValueError(f"targets must have the shape of inputs {list(inputs.shape)}, got {describe(targets)}")
+    check_real("alpha", alpha, None, 1.0)
+    check_real("gamma", gamma, 0.0)
+    check_choice("reduction", reduction, FOCAL_REDUCTIONS)
+    targets = targets.to(inputs.dtype)
+    p = torch.sigmoid(inputs)
+    ce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
+    p_t = p * targets + (1 - p) * (1 - targets)
+    # (1 - p_t) ** gamma with 0 < gamma < 1 has an infinite derivative at 1 - p_t = 0, which a
+    # saturated logit (|x| > ~17 in float32) reaches exactly; torchvision's gradient is NaN there.
+    # Clamping at the dtype's smallest normal number changes no value above it and gives the
+    # saturated entries a zero gradient (the true one is below e**(-17 gamma)).
+    loss = ce * (1 - p_t).clamp(min=torch.finfo(p_t.dtype).tiny) ** gamma
+    if alpha >= 0:
+        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
