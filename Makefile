@@ -46,6 +46,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_detector.py
 	$(BIN)/python benchmarks/bench_single_stage.py
 	$(BIN)/python benchmarks/bench_one_stage.py
+	$(BIN)/python benchmarks/bench_hungarian.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

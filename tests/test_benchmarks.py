@@ -17,6 +17,7 @@ SMOKE_RUNS = {
     "bench_detector.py": ["--quick", "--seconds", "3"],
     "bench_single_stage.py": ["--quick", "--seconds", "3"],
     "bench_one_stage.py": ["--quick", "--seconds", "3"],
+    "bench_hungarian.py": ["--quick", "--reps", "1"],
 }
 
 

@@ -4,6 +4,7 @@ and a two-stage detector; YOLO, SSD and RetinaNet pieces and a single-stage dete
 from cs_dense.models.anchors import AnchorGenerator, BoxCoder, base_anchors, grid_anchors, match_anchors, sample_balanced
 from cs_dense.models.localization import SingleObjectLocalizer, localization_loss
 from cs_dense.models.rpn import RegionProposalNetwork, RPNHead, rpn_loss, rpn_targets, select_proposals
+from cs_dense.models.set_prediction import greedy_match, hungarian, hungarian_matcher, matching_cost, set_loss
 from cs_dense.models.single_stage import (
     SingleStageConfig,
     SingleStageDetector,
@@ -46,10 +47,14 @@ __all__ = [
     "default_boxes",
     "easy_negative_share",
     "fast_rcnn_loss",
+    "greedy_match",
     "grid_anchors",
     "hard_negative_mining",
+    "hungarian",
+    "hungarian_matcher",
     "localization_loss",
     "match_anchors",
+    "matching_cost",
     "postprocess_detections",
     "prior_bias",
     "retinanet_loss",
@@ -58,6 +63,7 @@ __all__ = [
     "rpn_targets",
     "sample_balanced",
     "select_proposals",
+    "set_loss",
     "small_backbone",
     "ssd_loss",
     "ssd_match",
