@@ -3,11 +3,13 @@
 Subpackages and modules:
     ops         boxes (formats, IoU, GIoU, clipping, mask to box), NMS (hard, batched, soft),
                 upsampling (unpooling, transposed convolution, conv as a matrix), RoI Pool
-                and RoI Align, the soft Dice loss; torchvision's names and semantics
+                and RoI Align, the soft Dice loss, the sigmoid focal loss; torchvision's names
+                and semantics
     metrics     matching, AP (VOC 2007, VOC 2010, COCO), COCO-style mAP/mAR equal to
                 pycocotools; segmentation (confusion matrix, pixel accuracy, IoU, Dice)
     models      U-Net; a single-object localiser and its multitask loss; anchors, box
-                coding, the RPN; the RoI head and a two-stage detector
+                coding, the RPN; the RoI head and a two-stage detector; YOLO, SSD and
+                RetinaNet pieces and a single-stage detector; DETR's set matching and loss
     data        the synthetic shapes dataset, the detection-dict format, COCO export,
                 VOC/COCO adapters for files the user already has
     grading     what notebook test cells call: ``check`` and strict comparisons that
@@ -24,7 +26,9 @@ Conventions used throughout:
   ``x1 <= x2`` and ``y1 <= y2``; any other format is in the name (``boxes_cxcywh``).
   Pixel ``(i, j)`` covers ``[j, j+1) x [i, i+1)``, so a mask occupying columns 3..7 has
   ``x1 = 3`` and ``x2 = 8``; pixel centres sit at ``+0.5``.
-* Aspect ratio means height / width.
+* Aspect ratio means height / width, except for SSD's default boxes
+  (``models.single_stage.default_boxes``), which follow torchvision's ``DefaultBoxGenerator``:
+  width / height.
 * Bad arguments raise ``ValueError`` naming the argument and the value; empty inputs
   give empty outputs of the right shape.
 
