@@ -33,7 +33,7 @@ from cs_dense.models import (
     yolo_loss,
     yolo_targets,
 )
-from reference_loops import random_boxes
+from reference_loops import random_boxes, training_losses
 
 # --------------------------------------------------------------------------- YOLO targets
 
@@ -760,13 +760,5 @@ def test_detector_overfits_four_images():
     # 60 AdamW steps on 4 shapes images: the summed loss must fall well below its start
     torch.manual_seed(0)
     model = SingleStageDetector()
-    images, targets = _shapes(4)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    totals = []
-    for _ in range(60):
-        optimizer.zero_grad()
-        loss = sum(model(images, targets).values())
-        loss.backward()
-        optimizer.step()
-        totals.append(loss.item())
+    totals = training_losses(model, *_shapes(4))
     assert sum(totals[-5:]) / 5 < 0.4 * sum(totals[:5]) / 5

@@ -16,7 +16,7 @@ from cs_dense.models.two_stage import (
     postprocess_detections,
     roi_targets,
 )
-from reference_loops import random_boxes
+from reference_loops import random_boxes, training_losses
 
 
 def tv_roi_heads(score_thresh=0.05, nms_thresh=0.5, detections=100) -> RoIHeads:
@@ -108,15 +108,7 @@ def test_detector_learns_a_few_images():
     # 60 steps on 4 images: the losses must fall well below their starting values.
     torch.manual_seed(0)
     model = TwoStageDetector(DetectorConfig())
-    images, targets = _batch(4)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    totals = []
-    for _ in range(60):
-        optimizer.zero_grad()
-        loss = sum(model(images, targets).values())
-        loss.backward()
-        optimizer.step()
-        totals.append(float(loss.detach()))
+    totals = training_losses(model, *_batch(4))
     assert sum(totals[-5:]) / 5 < 0.5 * sum(totals[:5]) / 5
 
 

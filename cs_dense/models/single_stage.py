@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cs_dense.models.anchors import IGNORED, NEGATIVE, AnchorGenerator, BoxCoder, match_anchors
-from cs_dense.models.two_stage import BACKBONE_STRIDE, small_backbone
+from cs_dense.models.two_stage import BACKBONE_STRIDE, check_image_normalisation, small_backbone, stack_detector_images
 from cs_dense.ops.boxes import box_iou, check_boxes, clip_boxes_to_image, remove_small_boxes
 from cs_dense.ops.losses import sigmoid_focal_loss
 from cs_dense.ops.nms import batched_nms
@@ -532,10 +532,7 @@ class SingleStageConfig:
         check_real("gamma", self.gamma, 0.0)
         check_real("score_thresh", self.score_thresh, 0.0, 1.0)
         check_real("nms_thresh", self.nms_thresh, 0.0, 1.0)
-        for name in ("image_mean", "image_std"):
-            if len(getattr(self, name)) != 3:
-                raise ValueError(f"{name} must hold 3 numbers (R, G, B), got {getattr(self, name)!r}")
-        check_positive_numbers("image_std", self.image_std)
+        check_image_normalisation(self.image_mean, self.image_std)
 
     @property
     def stride(self) -> int:
@@ -605,12 +602,7 @@ class SingleStageDetector(nn.Module):
     def forward(self, images: Sequence[Tensor], targets: Sequence[Mapping[str, Tensor]] | None = None):
         if self.training and targets is None:
             raise ValueError("targets are required in training mode")
-        if len(images) == 0 or len({tuple(i.shape) for i in images}) != 1:
-            raise ValueError("images must be a non-empty list of tensors of one shape [3, H, W]")
-        batch = torch.stack(list(images))
-        stride = self.config.stride
-        if batch.ndim != 4 or batch.shape[1] != 3 or batch.shape[2] % stride or batch.shape[3] % stride:
-            raise ValueError(f"images must be [3, H, W] with H and W multiples of {stride}, got {list(batch.shape[1:])}")
+        batch = stack_detector_images(images, self.config.stride)
         logits, deltas, anchors = self.head(batch)
         if self.training:
             matched = self.match(anchors, targets)

@@ -243,6 +243,29 @@ def small_backbone(out_channels: int = 64, width: int = 32) -> nn.Sequential:
     return backbone
 
 
+def check_image_normalisation(mean: Sequence[float], std: Sequence[float]) -> None:
+    """``ValueError`` unless ``image_mean`` and ``image_std`` hold 3 numbers each, the std positive."""
+    for name, value in (("image_mean", mean), ("image_std", std)):
+        if len(value) != 3:
+            raise ValueError(f"{name} must hold 3 numbers (R, G, B), got {value!r}")
+    check_positive_numbers("image_std", std)
+
+
+def stack_detector_images(images: Sequence[Tensor], stride: int) -> Tensor:
+    """The list of images a detector's ``forward`` takes, as one batch ``[B, 3, H, W]``.
+
+    Raises:
+        ValueError: an empty list, images of different shapes, or not ``[3, H, W]`` with
+            ``H`` and ``W`` multiples of ``stride``.
+    """
+    if len(images) == 0 or len({tuple(i.shape) for i in images}) != 1:
+        raise ValueError("images must be a non-empty list of tensors of one shape [3, H, W]")
+    batch = torch.stack(list(images))
+    if batch.ndim != 4 or batch.shape[1] != 3 or batch.shape[2] % stride or batch.shape[3] % stride:
+        raise ValueError(f"images must be [3, H, W] with H and W multiples of {stride}, got {list(batch.shape[1:])}")
+    return batch
+
+
 @dataclass(frozen=True)
 class DetectorConfig:
     """Settings of :class:`TwoStageDetector` for the shapes images.
@@ -289,10 +312,7 @@ class DetectorConfig:
                 raise ValueError(f"{name} must be a pair (training, testing), got {value!r}")
             for phase, count in zip(("training", "testing"), value):
                 check_int(f"{name} ({phase})", count, 1)
-        for name in ("image_mean", "image_std"):
-            if len(getattr(self, name)) != 3:
-                raise ValueError(f"{name} must hold 3 numbers (R, G, B), got {getattr(self, name)!r}")
-        check_positive_numbers("image_std", self.image_std)
+        check_image_normalisation(self.image_mean, self.image_std)
 
     @property
     def stride(self) -> int:
@@ -326,13 +346,7 @@ class TwoStageDetector(nn.Module):
     def forward(self, images: Sequence[Tensor], targets: Sequence[dict[str, Tensor]] | None = None):
         if self.training and targets is None:
             raise ValueError("targets are required in training mode")
-        if len(images) == 0 or len({tuple(i.shape) for i in images}) != 1:
-            raise ValueError("images must be a non-empty list of tensors of one shape [3, H, W]")
-        batch = torch.stack(list(images))
-        if batch.ndim != 4 or batch.shape[1] != 3 or batch.shape[2] % self.config.stride or batch.shape[3] % self.config.stride:
-            raise ValueError(
-                f"images must be [3, H, W] with H and W multiples of {self.config.stride}, got {list(batch.shape[1:])}"
-            )
+        batch = stack_detector_images(images, self.config.stride)
         targets = targets if self.training else None  # eval mode detects, even given targets
         feature = self.backbone((batch - self.mean) / self.std)
         proposals, rpn_losses = self.rpn(batch, [feature], targets)
