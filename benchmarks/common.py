@@ -14,6 +14,7 @@ import torch
 from cs_dense.data.shapes import ShapesDataset
 from cs_dense.metrics import mean_average_precision
 from cs_dense.models.two_stage import small_backbone
+from cs_dense.ops import batched_nms
 from cs_dense.train import fit
 
 
@@ -108,8 +109,8 @@ class SingleMap(torch.nn.Module):
         return {"0": self.body(x)}
 
 
-def train_and_score(name, model, train, test, seconds, max_steps=None, batch_size=8, seed=0) -> dict:
-    """Train a detector with ``cs_dense.train.fit`` (AdamW, learning rate 0.002, weight decay
+def train_and_score(name, model, train, test, seconds, max_steps=None, batch_size=8, seed=0, nms_thresh=None, lr=2e-3) -> dict:
+    """Train a detector with ``cs_dense.train.fit`` (AdamW, learning rate ``lr``, weight decay
     1e-4, cosine decay) on reshuffled batches of ``train``, then score it on ``test``.
 
     ``model(images, targets)`` must return a dict of losses in training mode and
@@ -117,7 +118,9 @@ def train_and_score(name, model, train, test, seconds, max_steps=None, batch_siz
 
     Returns:
         dict: ``name``, ``steps``, ``step_ms`` (mean time of a training step), ``infer_ms``
-        (inference time per test image, batches of 25, no grad), ``map_50`` and ``map``.
+        (inference time per test image, batches of 25, no grad), ``map_50`` and ``map``;
+        with ``nms_thresh``, also ``map_50_nms`` and ``map_nms``: the same detections after
+        per-class NMS at that IoU, for a detector whose own output has none.
     """
 
     def batches():
@@ -129,13 +132,20 @@ def train_and_score(name, model, train, test, seconds, max_steps=None, batch_siz
     def loss_fn(model, batch):
         return sum(model([image for image, _ in batch], [target for _, target in batch]).values())
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     history = fit(model, batches(), loss_fn, optimizer, max_seconds=seconds, max_steps=max_steps, progress=False, desc=name)
     model.eval()
     start = time.perf_counter()
     with torch.no_grad():
         preds = [det for k in range(0, len(test), 25) for det in model([image for image, _ in test[k:k + 25]])]
     infer = (time.perf_counter() - start) / len(test) * 1e3
-    scores = mean_average_precision(preds, [target for _, target in test])
-    return {"name": name, "steps": history.steps, "step_ms": history.seconds[-1] / history.steps * 1e3,
-            "infer_ms": infer, "map_50": scores["map_50"], "map": scores["map"]}
+    targets = [target for _, target in test]
+    scores = mean_average_precision(preds, targets)
+    result = {"name": name, "steps": history.steps, "step_ms": history.seconds[-1] / history.steps * 1e3,
+              "infer_ms": infer, "map_50": scores["map_50"], "map": scores["map"]}
+    if nms_thresh is not None:
+        keeps = [batched_nms(p["boxes"], p["scores"], p["labels"], nms_thresh) for p in preds]
+        kept = [{key: value[keep] for key, value in p.items()} for p, keep in zip(preds, keeps)]
+        nms_scores = mean_average_precision(kept, targets)
+        result |= {"map_50_nms": nms_scores["map_50"], "map_nms": nms_scores["map"]}
+    return result

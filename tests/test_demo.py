@@ -11,7 +11,7 @@ import pytest
 from cs_dense.course.autograde import autograde
 from cs_dense.course.layout import BEGIN_HIDDEN, END_HIDDEN, find_course
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 COURSE = find_course(__file__)
 

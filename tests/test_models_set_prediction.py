@@ -14,10 +14,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision.ops as tv
-from reference_loops import random_boxes
+from reference_loops import random_boxes, training_losses
 from scipy.optimize import linear_sum_assignment
 
-from cs_dense.models import greedy_match, hungarian, hungarian_matcher, matching_cost, set_loss
+from cs_dense.data import load_split
+from cs_dense.models import (
+    OneToOneConfig,
+    OneToOneDetector,
+    SmallDetr,
+    SmallDetrConfig,
+    greedy_match,
+    hungarian,
+    hungarian_matcher,
+    matching_cost,
+    prior_bias,
+    set_loss,
+    sine_positions,
+)
 
 IMAGE_SIZE = (60, 100)  # (H, W): not square, so a swapped normaliser would show
 
@@ -502,3 +515,196 @@ def test_set_loss_errors(indices, kwargs, message):
     outputs, targets = random_batch(9, [2, 2])
     with pytest.raises(ValueError, match=message):
         set_loss(outputs, targets, indices, kwargs.pop("image_size", IMAGE_SIZE), **kwargs)
+
+
+# --------------------------------------------------------------------------- the detectors
+
+
+def _shapes(count):
+    images, targets = load_split("train", count)
+    return list(images), [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
+
+
+def test_sine_positions_by_hand_and_against_a_loop():
+    # dim 4, a 2 x 2 map: one frequency (1); rows and columns at (0.5 / 2) 2 pi = pi / 2 and 3 pi / 2
+    code = sine_positions(2, 2, 4)
+    assert code.shape == (4, 4)
+    torch.testing.assert_close(code[1], torch.tensor([1.0, 0.0, -1.0, 0.0]), atol=1e-6, rtol=0)  # row 0, column 1
+    height, width, dim = 3, 5, 16
+    quarter = dim // 4
+    want = torch.zeros(height * width, dim, dtype=torch.float64)
+    for i in range(height):
+        for j in range(width):
+            for k in range(quarter):
+                f = 10000.0 ** (-k / quarter)
+                y, x = (i + 0.5) / height * 2 * math.pi * f, (j + 0.5) / width * 2 * math.pi * f
+                want[i * width + j, [k, quarter + k, 2 * quarter + k, 3 * quarter + k]] = torch.tensor(
+                    [math.sin(y), math.cos(y), math.sin(x), math.cos(x)], dtype=torch.float64)
+    torch.testing.assert_close(sine_positions(height, width, dim).double(), want, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        sine_positions(2, 2, 6)
+
+
+def one_to_one_oracle(model, images, targets):
+    """OneToOneDetector's training losses rebuilt from its head's outputs with torchvision's ops and
+    scipy's assignment on OneNet's cost written out here."""
+    c = model.config
+    logits, boxes = model.head(torch.stack(images))
+    size = tuple(images[0].shape[-2:])
+    focal = l1 = giou = 0.0
+    for logit, box, target in zip(logits, boxes, targets):
+        with torch.no_grad():
+            p = torch.sigmoid(logit.double())[:, target["labels"] - 1]  # OneNet's focal-shaped class cost, in float64
+            focal_cost = c.alpha * (1 - p) ** c.gamma * -p.log() - (1 - c.alpha) * p**c.gamma * -(1 - p).log()
+            cost = (c.w_class * focal_cost.float()
+                    + c.w_l1 * torch.cdist(normalised_cxcywh(box, size), normalised_cxcywh(target["boxes"], size), p=1)
+                    - c.w_giou * tv.generalized_box_iou(box, target["boxes"]))
+        rows, cols = (torch.as_tensor(v, device=logit.device) for v in linear_sum_assignment(cost.double().cpu().numpy()))
+        one_hot = torch.zeros_like(logit)
+        one_hot[rows, target["labels"][cols] - 1] = 1
+        focal = focal + tv.sigmoid_focal_loss(logit, one_hot, c.alpha, c.gamma, reduction="sum")
+        l1 = l1 + F.l1_loss(normalised_cxcywh(box[rows], size), normalised_cxcywh(target["boxes"][cols], size), reduction="sum")
+        giou = giou + (1 - tv.generalized_box_iou(box[rows], target["boxes"][cols]).diagonal()).sum()
+    num = max(1, sum(len(t["labels"]) for t in targets))
+    return {"classification": focal / num, "l1": c.w_l1 * l1 / num, "giou": c.w_giou * giou / num}
+
+
+def _to(images, targets, device):
+    return [i.to(device) for i in images], [{k: v.to(device) for k, v in t.items()} for t in targets]
+
+
+@pytest.mark.parametrize("w_class", [2.0, 0.0])
+def test_one_to_one_losses_equal_the_oracle(w_class, device):
+    torch.manual_seed(0)
+    model = OneToOneDetector(OneToOneConfig(w_class=w_class)).to(device)
+    images, targets = _shapes(3)
+    targets[1] = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}  # an image without objects
+    images, targets = _to(images, targets, device)
+    got = model(images, targets)
+    want = one_to_one_oracle(model, images, targets)
+    assert set(got) == set(want)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6)
+    # the prior: every score starts near 0.01, so the first classification loss is about 0.25 * 0.99^2 * -log 0.01
+    # per object (1.128) plus 3 x 256 background entries of 0.75 * 0.01^2 * -log 0.99 each, spread over the objects
+    assert torch.equal(model.class_tower[-1].bias, torch.full_like(model.class_tower[-1].bias, prior_bias(0.01)))
+    assert torch.sigmoid(model.head(torch.stack(images))[0]).mean().item() == pytest.approx(0.01, rel=0.2)  # towers add spread
+    assert 1.0 < got["classification"].item() < 1.3
+    sum(got.values()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
+
+
+def test_one_to_one_matches_each_object_to_one_position():
+    torch.manual_seed(0)
+    model = OneToOneDetector()
+    images, targets = _shapes(2)
+    logits, boxes = model.head(torch.stack(images))
+    for (rows, cols), target, logit, box in zip(model.match(logits, boxes, targets, (128, 128)), targets, logits, boxes):
+        m = len(target["labels"])
+        assert rows.numel() == m and rows.unique().numel() == m and sorted(cols.tolist()) == list(range(m))
+        cost = model.cost(logit, box, target, (128, 128)).detach()
+        assert cost[rows, cols].sum().item() == pytest.approx(scipy_total(cost), rel=1e-6)
+
+
+def test_one_to_one_inference_keeps_every_position_above_the_threshold_without_nms():
+    torch.manual_seed(0)
+    model = OneToOneDetector(OneToOneConfig(prior_probability=0.5, score_thresh=0.5, detections_per_img=40)).eval()
+    images, _ = _shapes(2)
+    with torch.no_grad():
+        detections = model(images)
+        logits, boxes = model.head(torch.stack(images))
+    for det, logit, box in zip(detections, logits, boxes):
+        # the loop: the 40 positions whose best sigmoid score beats the threshold most, best first, clipped to the image
+        kept = sorted(((max(row), int(np.argmax(row)) + 1, i) for i, row in enumerate(torch.sigmoid(logit).tolist())
+                       if max(row) > 0.5), reverse=True)
+        assert len(kept) > 40  # an untrained model's many overlapping detections: nothing suppresses them, the cap cuts them
+        kept = kept[:40]
+        torch.testing.assert_close(det["scores"], torch.tensor([s for s, _, _ in kept]))
+        assert det["labels"].tolist() == [label for _, label, _ in kept]
+        torch.testing.assert_close(det["boxes"], box[[i for _, _, i in kept]].clamp(0, 128))
+
+
+def test_one_to_one_bad_input_is_named():
+    model = OneToOneDetector()
+    image = torch.zeros(3, 128, 128)
+    with pytest.raises(ValueError, match="targets are required"):
+        model([image])
+    with pytest.raises(ValueError, match="multiples of 8"):
+        model([torch.zeros(3, 100, 128)], [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}])
+    with pytest.raises(ValueError, match=r"targets\[0\]\['labels'\]"):
+        model([image], [{"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([4])}])
+
+
+def test_small_detr_losses_equal_detr_on_its_outputs(device):
+    torch.manual_seed(0)
+    model = SmallDetr(SmallDetrConfig(encoder_layers=1)).to(device)
+    images, targets = _to(*_shapes(3), device)
+    got = model(images, targets)
+    outputs = model.head(torch.stack(images))
+    assert outputs["logits"].shape == (3, 12, 4) and outputs["boxes"].shape == (3, 12, 4)
+    indices = []
+    for logits, boxes, target in zip(outputs["logits"].detach(), outputs["boxes"].detach(), targets):
+        cost = detr_matching_cost(logits, boxes, target["labels"], target["boxes"], (128, 128))
+        rows, cols = linear_sum_assignment(cost.double().cpu().numpy())
+        indices.append((torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device)))
+    raw = detr_set_criterion(outputs["logits"], outputs["boxes"], targets, indices, (128, 128))
+    want = {"classification": raw["classification"], "l1": 5 * raw["l1"], "giou": 2 * raw["giou"]}
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6)
+    sum(got.values()).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_small_detr_inference_without_nms():
+    torch.manual_seed(0)
+    model = SmallDetr(SmallDetrConfig(score_thresh=0.0)).eval()
+    images, _ = _shapes(2)
+    with torch.no_grad():
+        detections = model(images)
+        outputs = model.head(torch.stack(images))
+    for det, logits, boxes in zip(detections, outputs["logits"], outputs["boxes"]):
+        probs = logits.softmax(-1)[:, 1:]  # without "no object"
+        order = probs.max(dim=1).values.argsort(descending=True)
+        assert len(det["scores"]) == 12  # every query, one detection each
+        torch.testing.assert_close(det["scores"], probs.max(dim=1).values[order])
+        torch.testing.assert_close(det["labels"], probs.argmax(dim=1)[order] + 1)
+        torch.testing.assert_close(det["boxes"], boxes[order].clamp(0, 128))
+
+
+def test_small_detr_bad_input_is_named():
+    model = SmallDetr()
+    with pytest.raises(ValueError, match="targets are required"):
+        model([torch.zeros(3, 128, 128)])
+    with pytest.raises(ValueError, match="multiples of 8"):
+        model.eval()([torch.zeros(3, 100, 128)])
+
+
+@pytest.mark.parametrize(
+    ("config", "field", "value"),
+    [
+        (OneToOneConfig, "num_classes", 1),
+        (OneToOneConfig, "channels", 48),
+        (OneToOneConfig, "prior_probability", 0.0),
+        (OneToOneConfig, "w_class", -1.0),
+        (OneToOneConfig, "box_scale", 0.0),
+        (OneToOneConfig, "image_std", (0.25, 0.0, 0.25)),
+        (SmallDetrConfig, "num_classes", 1),
+        (SmallDetrConfig, "hidden", 30),
+        (SmallDetrConfig, "heads", 3),
+        (SmallDetrConfig, "num_queries", 0),
+        (SmallDetrConfig, "encoder_layers", -1),
+        (SmallDetrConfig, "no_object_weight", 0.0),
+        (SmallDetrConfig, "image_mean", (0.5, 0.5)),
+    ],
+)
+def test_set_detector_configs_name_the_field(config, field, value):
+    with pytest.raises(ValueError, match="hidden" if field == "heads" else field):
+        config(**{field: value})
+
+
+@pytest.mark.parametrize("model_class", [OneToOneDetector, SmallDetr])
+def test_set_detectors_overfit_four_images(model_class):
+    # 60 AdamW steps on 4 shapes images: the summed loss must fall well below its start
+    torch.manual_seed(0)
+    totals = training_losses(model_class(), *_shapes(4))
+    assert sum(totals[-5:]) / 5 < 0.5 * sum(totals[:5]) / 5

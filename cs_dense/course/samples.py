@@ -103,6 +103,16 @@ BUGS: dict[str, list[Bug]] = {
         Bug("sigmoid_focal_loss", "loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss", "loss = alpha * loss",
             "alpha applied to every example: background gets 0.25 instead of 1 - alpha = 0.75"),
     ],
+    "07_detr_matching": [
+        Bug("matching_cost", "probs = logits.softmax(dim=1)[:, gt_labels]", "probs = logits.softmax(dim=1)[:, gt_labels - 1]",
+            "class l read from column l - 1, as in DETR's layout, where column 0 is 'no object' here"),
+        Bug("hungarian_matcher", "image_size, w_class, w_l1, w_giou))", "image_size, w_class, w_giou, w_l1))",
+            "the L1 and GIoU weights passed in swapped order"),
+        Bug("set_loss", "classification = F.cross_entropy(logits.reshape(B * N, columns), target_classes.reshape(-1), weight=weight)",
+            "classification = F.cross_entropy(logits.reshape(B * N, columns), target_classes.reshape(-1), weight=weight,\n"
+            "                                     reduction=\"sum\") / (B * N)",
+            "the weighted cross-entropy divided by B * N instead of the sum of the weights"),
+    ],
 }
 
 

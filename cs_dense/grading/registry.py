@@ -281,6 +281,25 @@ EXERCISES: Mapping[str, Exercise] = {
         ),
         "cs_dense.models.retinanet_loss",
     ),
+    # 07 set prediction
+    "matching_cost": Exercise("07_detr_matching", ("cs_dense.models.matching_cost",), "cs_dense.models.matching_cost"),
+    "hungarian": Exercise(
+        "07_detr_matching",
+        (
+            "scipy.optimize.linear_sum_assignment",
+            "scipy.sparse.csgraph.min_weight_full_bipartite_matching",
+            "cs_dense.models.hungarian",
+            "cs_dense.models.greedy_match",
+            "cs_dense.models.set_prediction._shortest_augmenting_path",
+        ),
+        "cs_dense.models.hungarian",
+    ),
+    "hungarian_matcher": Exercise(
+        "07_detr_matching",
+        ("cs_dense.models.hungarian_matcher", "scipy.optimize.linear_sum_assignment"),
+        "cs_dense.models.hungarian_matcher",
+    ),
+    "set_loss": Exercise("07_detr_matching", ("cs_dense.models.set_loss",), "cs_dense.models.set_loss"),
 }
 
 

@@ -1,10 +1,22 @@
 """Reference models: U-Net for semantic segmentation; a single-object localiser; anchors, the RPN
-and a two-stage detector; YOLO, SSD and RetinaNet pieces and a single-stage detector."""
+and a two-stage detector; YOLO, SSD and RetinaNet pieces and a single-stage detector; DETR's
+matching and set loss, a one-to-one detector without NMS and a small DETR."""
 
 from cs_dense.models.anchors import AnchorGenerator, BoxCoder, base_anchors, grid_anchors, match_anchors, sample_balanced
 from cs_dense.models.localization import SingleObjectLocalizer, localization_loss
 from cs_dense.models.rpn import RegionProposalNetwork, RPNHead, rpn_loss, rpn_targets, select_proposals
-from cs_dense.models.set_prediction import greedy_match, hungarian, hungarian_matcher, matching_cost, set_loss
+from cs_dense.models.set_prediction import (
+    OneToOneConfig,
+    OneToOneDetector,
+    SmallDetr,
+    SmallDetrConfig,
+    greedy_match,
+    hungarian,
+    hungarian_matcher,
+    matching_cost,
+    set_loss,
+    sine_positions,
+)
 from cs_dense.models.single_stage import (
     SingleStageConfig,
     SingleStageDetector,
@@ -34,12 +46,16 @@ __all__ = [
     "AnchorGenerator",
     "BoxCoder",
     "DetectorConfig",
+    "OneToOneConfig",
+    "OneToOneDetector",
     "RPNHead",
     "RegionProposalNetwork",
     "RoIHead",
     "SingleObjectLocalizer",
     "SingleStageConfig",
     "SingleStageDetector",
+    "SmallDetr",
+    "SmallDetrConfig",
     "TwoStageDetector",
     "UNet",
     "UNetConfig",
@@ -64,6 +80,7 @@ __all__ = [
     "sample_balanced",
     "select_proposals",
     "set_loss",
+    "sine_positions",
     "small_backbone",
     "ssd_loss",
     "ssd_match",

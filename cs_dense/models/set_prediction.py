@@ -38,14 +38,18 @@ Conventions, fixed here for the whole module:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from cs_dense.ops.boxes import box_convert, check_boxes, generalized_box_iou
-from cs_dense.validation import Pair, check_pair, check_real, check_tensor, describe
+from cs_dense.models.single_stage import TOWER_GROUPS, conv_tower, prior_bias
+from cs_dense.models.two_stage import BACKBONE_STRIDE, check_image_normalisation, small_backbone, stack_detector_images
+from cs_dense.ops.boxes import box_convert, check_boxes, clip_boxes_to_image, generalized_box_iou
+from cs_dense.ops.losses import sigmoid_focal_loss
+from cs_dense.validation import Pair, check_int, check_pair, check_real, check_tensor, describe
 
 #: DETR's weights (``main.py``: ``set_cost_*`` for the matching, ``*_loss_coef`` for the
 #: loss, the same three numbers): class 1, L1 5, GIoU 2.
@@ -83,6 +87,12 @@ def _check_outputs(outputs: Mapping[str, Tensor], targets: Sequence[Mapping[str,
         raise ValueError(f"outputs['logits'] [B, N, C + 1] (C >= 1) and outputs['boxes'] [B, N, 4] must agree; "
                          f"got {describe(logits)} and {describe(boxes)}")
     check_boxes(boxes.reshape(-1, 4), "outputs['boxes']")
+    _check_targets(targets, b, columns - 1)
+    return b, n, columns - 1
+
+
+def _check_targets(targets: Sequence[Mapping[str, Tensor]], b: int, num_classes: int) -> None:
+    """``ValueError`` unless ``targets`` holds one ``{"boxes", "labels"}`` per image, labels in ``1..num_classes``."""
     if not isinstance(targets, Sequence) or len(targets) != b:
         raise ValueError(f"targets must be a list of one dict per image ({b}), got {describe(targets)}"
                          + (f" of length {len(targets)}" if isinstance(targets, Sequence) else ""))
@@ -90,8 +100,7 @@ def _check_outputs(outputs: Mapping[str, Tensor], targets: Sequence[Mapping[str,
         if not isinstance(target, Mapping) or "boxes" not in target or "labels" not in target:
             raise ValueError(f"targets[{i}] must be a dict with 'boxes' and 'labels', got {describe(target)}")
         check_boxes(target["boxes"], f"targets[{i}]['boxes']")
-        _check_labels(target["labels"], f"targets[{i}]['labels']", target["boxes"].shape[0], columns - 1)
-    return b, n, columns - 1
+        _check_labels(target["labels"], f"targets[{i}]['labels']", target["boxes"].shape[0], num_classes)
 
 
 def _normalised_cxcywh(boxes: Tensor, height: int, width: int) -> Tensor:
@@ -475,3 +484,274 @@ def set_loss(
     classification = F.cross_entropy(logits.flatten(0, 1), target_classes.flatten(), weight=class_weight)
     num_boxes = max(1, sum(int(target["boxes"].shape[0]) for target in targets))
     return {"classification": w_class * classification, "l1": w_l1 * l1 / num_boxes, "giou": w_giou * giou / num_boxes}
+
+
+# --------------------------------------------------------------------------- a detector without NMS
+
+
+@dataclass(frozen=True)
+class OneToOneConfig:
+    """Settings of :class:`OneToOneDetector` for the shapes images.
+
+    Attributes:
+        num_classes: classes including background (4 for the shapes); the head has
+            ``num_classes - 1`` sigmoid outputs per position.
+        channels, width: of the backbone (:func:`~cs_dense.models.small_backbone`).
+        tower_depth: conv + GroupNorm + ReLU layers of each tower.
+        prior_probability: the class bias starts at ``-log((1 - p) / p)``.
+        w_class, w_l1, w_giou: the matching cost's weights; ``w_class = 0`` is the
+            location-only ablation. The loss uses ``w_l1`` and ``w_giou`` too.
+        alpha, gamma: of the focal loss on the classes, and of the matching cost's class term.
+        score_thresh, detections_per_img: inference keeps the positions whose best class
+            scores above the threshold, at most that many, with no NMS.
+        box_scale: the distances to the box sides are ``relu(output) * box_scale`` pixels.
+    """
+
+    num_classes: int = 4
+    channels: int = 64
+    width: int = 32
+    tower_depth: int = 2
+    prior_probability: float = 0.01
+    w_class: float = 2.0
+    w_l1: float = DETR_W_L1
+    w_giou: float = DETR_W_GIOU
+    alpha: float = 0.25
+    gamma: float = 2.0
+    score_thresh: float = 0.05
+    detections_per_img: int = 100
+    box_scale: float = 16.0
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+
+    def __post_init__(self) -> None:
+        check_int("num_classes", self.num_classes, 2)
+        for name in ("channels", "width", "detections_per_img"):
+            check_int(name, getattr(self, name), 1)
+        if self.channels % TOWER_GROUPS:
+            raise ValueError(f"channels must be a multiple of {TOWER_GROUPS} (the towers' GroupNorm groups), got {self.channels}")
+        check_int("tower_depth", self.tower_depth, 0)
+        prior_bias(self.prior_probability)  # validates
+        for name in ("w_class", "w_l1", "w_giou", "gamma"):
+            check_real(name, getattr(self, name), 0.0)
+        check_real("alpha", self.alpha, None, 1.0)
+        check_real("score_thresh", self.score_thresh, 0.0, 1.0)
+        check_real("box_scale", self.box_scale, 0.0, open_low=True)
+        check_image_normalisation(self.image_mean, self.image_std)
+
+
+class OneToOneDetector(nn.Module):
+    """One prediction per position of the stride-8 map, trained one-to-one (OneNet-style).
+
+    Each position predicts ``K`` sigmoid class scores and the distances from its centre to
+    the four sides of a box. Training matches every object to exactly one position by
+    :func:`hungarian` on :meth:`cost` (OneNet's: a focal-shaped class term, L1 and GIoU),
+    then applies the focal loss to every (position, class) with target 1 only at the
+    matched ones, and L1 + GIoU to the matched boxes, all divided by the number of objects.
+    Inference needs no NMS.
+    """
+
+    def __init__(self, config: OneToOneConfig = OneToOneConfig()):
+        super().__init__()
+        self.config = config
+        self.num_classes = config.num_classes - 1
+        self.backbone = small_backbone(config.channels, config.width)
+        self.class_tower = conv_tower(config.channels, config.tower_depth, self.num_classes)
+        self.box_tower = conv_tower(config.channels, config.tower_depth, 4)
+        nn.init.constant_(self.class_tower[-1].bias, prior_bias(config.prior_probability))
+        self.register_buffer("mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)
+
+    def head(self, batch: Tensor) -> tuple[Tensor, Tensor]:
+        """Class logits [B, P, K] and boxes [B, P, 4] (xyxy pixels), P positions row-major."""
+        feature = self.backbone((batch - self.mean) / self.std)
+        b, _, fh, fw = feature.shape
+        stride_y, stride_x = batch.shape[2] / fh, batch.shape[3] / fw
+        ys, xs = torch.meshgrid(torch.arange(fh, device=batch.device), torch.arange(fw, device=batch.device), indexing="ij")
+        centres = torch.stack([(xs.flatten() + 0.5) * stride_x, (ys.flatten() + 0.5) * stride_y], dim=1)  # [P, 2]
+        logits = self.class_tower(feature).permute(0, 2, 3, 1).reshape(b, -1, self.num_classes)
+        sides = F.relu(self.box_tower(feature).permute(0, 2, 3, 1).reshape(b, -1, 4)) * self.config.box_scale
+        boxes = torch.cat([centres - sides[..., :2], centres + sides[..., 2:]], dim=-1)
+        return logits, boxes
+
+    def cost(self, logits: Tensor, boxes: Tensor, target: Mapping[str, Tensor], image_size: tuple[int, int]) -> Tensor:
+        """The matching cost [P, M] of one image's P predictions (logits [P, K], boxes [P, 4])
+        against its M objects: ``w_class * class + w_l1 * L1 - w_giou * GIoU``, L1 on
+        normalised cxcywh as :func:`matching_cost`, and OneNet's focal-shaped class term
+        ``alpha (1 - p)^gamma (-log p) - (1 - alpha) p^gamma (-log(1 - p))`` with ``p`` the
+        sigmoid probability of the object's class: what the focal loss would lose if the
+        position became a positive of that class instead of a negative."""
+        c = self.config
+        height, width = image_size
+        gt = target["boxes"].to(boxes.dtype)
+        x = logits[:, target["labels"] - 1]  # [P, M]
+        p = torch.sigmoid(x)
+        positive = c.alpha * (1 - p) ** c.gamma * F.softplus(-x)  # -log p = softplus(-x)
+        negative = (1 - c.alpha) * p**c.gamma * F.softplus(x)  # -log(1 - p) = softplus(x)
+        l1 = (_normalised_cxcywh(boxes, height, width)[:, None] - _normalised_cxcywh(gt, height, width)[None]).abs().sum(-1)
+        return c.w_class * (positive - negative) + c.w_l1 * l1 - c.w_giou * generalized_box_iou(boxes, gt)
+
+    @torch.no_grad()
+    def match(self, logits: Tensor, boxes: Tensor, targets: Sequence[Mapping[str, Tensor]], image_size: tuple[int, int]):
+        """Per image, (rows, cols) of :func:`hungarian` on :meth:`cost`: position ``rows[k]`` answers object ``cols[k]``."""
+        return [hungarian(self.cost(logit, box, target, image_size)) for logit, box, target in zip(logits, boxes, targets)]
+
+    def forward(self, images: Sequence[Tensor], targets: Sequence[Mapping[str, Tensor]] | None = None):
+        if self.training and targets is None:
+            raise ValueError("targets are required in training mode")
+        batch = stack_detector_images(images, BACKBONE_STRIDE)
+        size = tuple(batch.shape[-2:])
+        logits, boxes = self.head(batch)
+        if self.training:
+            c = self.config
+            _check_targets(targets, batch.shape[0], self.num_classes)
+            indices = self.match(logits, boxes, targets, size)
+            one_hot = torch.zeros_like(logits)
+            l1 = giou = boxes.new_zeros(())
+            for n, ((rows, cols), target) in enumerate(zip(indices, targets)):
+                one_hot[n, rows, target["labels"][cols] - 1] = 1
+                pred, gt = boxes[n, rows], target["boxes"][cols]
+                l1 = l1 + (_normalised_cxcywh(pred, *size) - _normalised_cxcywh(gt, *size)).abs().sum()
+                giou = giou + (1 - generalized_box_iou(pred, gt).diagonal()).sum()
+            num = max(1, sum(len(t["boxes"]) for t in targets))
+            focal = sigmoid_focal_loss(logits, one_hot, c.alpha, c.gamma, reduction="sum")
+            return {"classification": focal / num, "l1": c.w_l1 * l1 / num, "giou": c.w_giou * giou / num}
+        detections = []
+        for logit, box in zip(logits, boxes):
+            scores, labels = torch.sigmoid(logit).max(dim=1)
+            keep = torch.nonzero(scores > self.config.score_thresh).flatten()
+            keep = keep[scores[keep].argsort(descending=True)][: self.config.detections_per_img]
+            detections.append({"boxes": clip_boxes_to_image(box[keep], size), "scores": scores[keep], "labels": labels[keep] + 1})
+        return detections
+
+
+# --------------------------------------------------------------------------- a small DETR
+
+
+def sine_positions(height: int, width: int, dim: int, device: torch.device | None = None) -> Tensor:
+    """A fixed 2-D position code for a ``height x width`` map: Tensor[height * width, dim], row-major.
+
+    The first half of the channels encodes the row, the second the column; each half holds
+    sines and cosines of the position (scaled to ``[0, 2 pi]``) at ``dim / 4`` frequencies
+    ``10000^(-k / (dim / 4))``, as DETR's ``PositionEmbeddingSine`` with ``normalize=True``
+    (which interleaves sines and cosines; the order of channels does not matter to a model).
+    """
+    if dim % 4 or dim <= 0:
+        raise ValueError(f"dim must be a positive multiple of 4, got {dim}")
+    quarter = dim // 4
+    frequencies = 10000.0 ** (-torch.arange(quarter, device=device, dtype=torch.float32) / quarter)
+    rows = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height * 2 * torch.pi
+    cols = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width * 2 * torch.pi
+    y = rows[:, None] * frequencies  # [H, dim / 4]
+    x = cols[:, None] * frequencies  # [W, dim / 4]
+    y_code = torch.cat([y.sin(), y.cos()], dim=1)[:, None, :].expand(height, width, dim // 2)
+    x_code = torch.cat([x.sin(), x.cos()], dim=1)[None, :, :].expand(height, width, dim // 2)
+    return torch.cat([y_code, x_code], dim=2).reshape(height * width, dim)
+
+
+@dataclass(frozen=True)
+class SmallDetrConfig:
+    """Settings of :class:`SmallDetr` for the shapes images.
+
+    Attributes:
+        num_classes: classes including "no object" (4 for the shapes: column 0 and 1..3).
+        channels, width: of the backbone (:func:`~cs_dense.models.small_backbone`).
+        hidden, heads, feedforward: the transformer's width, attention heads and MLP width.
+        encoder_layers, decoder_layers: DETR has 6 and 6; 0 encoder layers is allowed.
+        num_queries: the size of the predicted set (DETR: 100 on COCO).
+        no_object_weight, w_class, w_l1, w_giou: of :func:`hungarian_matcher` and :func:`set_loss`.
+        score_thresh, image_mean, image_std: inference keeps the queries whose best object
+            class scores above the threshold (no NMS); the input normalisation.
+    """
+
+    num_classes: int = 4
+    channels: int = 64
+    width: int = 32
+    hidden: int = 64
+    heads: int = 4
+    feedforward: int = 128
+    encoder_layers: int = 0
+    decoder_layers: int = 3
+    num_queries: int = 12
+    no_object_weight: float = DETR_NO_OBJECT_WEIGHT
+    w_class: float = DETR_W_CLASS
+    w_l1: float = DETR_W_L1
+    w_giou: float = DETR_W_GIOU
+    score_thresh: float = 0.05
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+
+    def __post_init__(self) -> None:
+        check_int("num_classes", self.num_classes, 2)
+        for name in ("channels", "width", "hidden", "heads", "feedforward", "decoder_layers", "num_queries"):
+            check_int(name, getattr(self, name), 1)
+        check_int("encoder_layers", self.encoder_layers, 0)
+        if self.hidden % 4 or self.hidden % self.heads:
+            raise ValueError(f"hidden must be a multiple of 4 (the position code) and of heads ({self.heads}), got {self.hidden}")
+        check_real("no_object_weight", self.no_object_weight, 0.0, open_low=True)
+        for name in ("w_class", "w_l1", "w_giou"):
+            check_real(name, getattr(self, name), 0.0)
+        check_real("score_thresh", self.score_thresh, 0.0, 1.0)
+        check_image_normalisation(self.image_mean, self.image_std)
+
+
+class SmallDetr(nn.Module):
+    """DETR at the scale of the shapes: the stride-8 backbone, a 1 x 1 projection to ``hidden``
+    channels plus :func:`sine_positions`, an optional transformer encoder, a transformer decoder
+    whose ``num_queries`` learned queries attend to the map, and per query a linear class
+    layer (``C + 1`` logits, column 0 "no object") and a 3-layer MLP to a sigmoid-normalised
+    cxcywh box, returned as xyxy pixels.
+
+    Simplifications against DETR: the position code and the queries are added to the input
+    once, not inside every attention layer; no auxiliary losses at intermediate decoder
+    layers; no dropout. ``head(batch)`` gives ``{"logits", "boxes"}`` (the input of
+    :func:`hungarian_matcher`); ``forward(images, targets)`` in training mode returns
+    :func:`set_loss` on :func:`hungarian_matcher`'s matching, in eval mode one
+    ``{"boxes", "scores", "labels"}`` per image without NMS.
+    """
+
+    def __init__(self, config: SmallDetrConfig = SmallDetrConfig()):
+        super().__init__()
+        self.config = config
+        self.backbone = small_backbone(config.channels, config.width)
+        self.project = nn.Conv2d(config.channels, config.hidden, 1)
+        self.queries = nn.Embedding(config.num_queries, config.hidden)
+        encoder_layer = nn.TransformerEncoderLayer(config.hidden, config.heads, config.feedforward, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(encoder_layer, config.encoder_layers, enable_nested_tensor=False) if config.encoder_layers else None
+        decoder_layer = nn.TransformerDecoderLayer(config.hidden, config.heads, config.feedforward, dropout=0.0, batch_first=True)
+        self.decoder = nn.TransformerDecoder(decoder_layer, config.decoder_layers)
+        self.class_layer = nn.Linear(config.hidden, config.num_classes)
+        self.box_mlp = nn.Sequential(nn.Linear(config.hidden, config.hidden), nn.ReLU(), nn.Linear(config.hidden, config.hidden),
+                                     nn.ReLU(), nn.Linear(config.hidden, 4))
+        self.register_buffer("mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)
+
+    def head(self, batch: Tensor) -> dict[str, Tensor]:
+        """``{"logits": Tensor[B, N, C + 1], "boxes": Tensor[B, N, 4]}`` (xyxy pixels) of a batch [B, 3, H, W]."""
+        feature = self.project(self.backbone((batch - self.mean) / self.std))
+        b, d, fh, fw = feature.shape
+        memory = feature.flatten(2).transpose(1, 2) + sine_positions(fh, fw, d, batch.device)  # [B, HW, d]
+        if self.encoder is not None:
+            memory = self.encoder(memory)
+        states = self.decoder(self.queries.weight.expand(b, -1, -1), memory)  # [B, N, d]
+        height, width = batch.shape[-2:]
+        scale = torch.tensor([width, height, width, height], dtype=states.dtype, device=states.device)
+        boxes = box_convert(torch.sigmoid(self.box_mlp(states)) * scale, "cxcywh", "xyxy")
+        return {"logits": self.class_layer(states), "boxes": boxes}
+
+    def forward(self, images: Sequence[Tensor], targets: Sequence[Mapping[str, Tensor]] | None = None):
+        if self.training and targets is None:
+            raise ValueError("targets are required in training mode")
+        batch = stack_detector_images(images, BACKBONE_STRIDE)
+        outputs = self.head(batch)
+        size = tuple(batch.shape[-2:])
+        c = self.config
+        if self.training:
+            indices = hungarian_matcher(outputs, targets, size, c.w_class, c.w_l1, c.w_giou)
+            return set_loss(outputs, targets, indices, size, c.no_object_weight, c.w_class, c.w_l1, c.w_giou)
+        detections = []
+        for logits, boxes in zip(outputs["logits"], outputs["boxes"]):
+            scores, labels = logits.softmax(dim=-1)[:, 1:].max(dim=1)
+            keep = torch.nonzero(scores > c.score_thresh).flatten()
+            keep = keep[scores[keep].argsort(descending=True)]
+            detections.append({"boxes": clip_boxes_to_image(boxes[keep], size), "scores": scores[keep], "labels": labels[keep] + 1})
+        return detections

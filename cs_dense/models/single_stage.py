@@ -540,7 +540,9 @@ class SingleStageConfig:
         return BACKBONE_STRIDE
 
 
-def _tower(channels: int, depth: int, outputs: int) -> nn.Sequential:
+def conv_tower(channels: int, depth: int, outputs: int) -> nn.Sequential:
+    """``depth`` layers of 3x3 conv + GroupNorm + ReLU at ``channels``, then a 3x3 conv to ``outputs``;
+    weights normal(0, 0.01), biases 0 (RetinaNet's initialisation)."""
     layers: list[nn.Module] = []
     for _ in range(depth):
         layers += [
@@ -574,8 +576,8 @@ class SingleStageDetector(nn.Module):
         self.anchor_generator = AnchorGenerator((config.anchor_sizes,), (config.aspect_ratios,))
         anchors_per_position = self.anchor_generator.num_anchors_per_location()[0]
         self.num_classes = config.num_classes - 1
-        self.class_tower = _tower(config.channels, config.tower_depth, anchors_per_position * self.num_classes)
-        self.box_tower = _tower(config.channels, config.tower_depth, anchors_per_position * 4)
+        self.class_tower = conv_tower(config.channels, config.tower_depth, anchors_per_position * self.num_classes)
+        self.box_tower = conv_tower(config.channels, config.tower_depth, anchors_per_position * 4)
         if config.prior_probability is not None:
             nn.init.constant_(self.class_tower[-1].bias, prior_bias(config.prior_probability))
         self.coder = BoxCoder()
