@@ -1,9 +1,19 @@
 """Reference models: U-Net for semantic segmentation; a single-object localiser; anchors, the RPN
 and a two-stage detector; YOLO, SSD and RetinaNet pieces and a single-stage detector; DETR's
-matching and set loss, a one-to-one detector without NMS and a small DETR."""
+matching and set loss, a one-to-one detector without NMS and a small DETR; Mask R-CNN's mask
+targets, head, loss, inference and pasting."""
 
 from cs_dense.models.anchors import AnchorGenerator, BoxCoder, base_anchors, grid_anchors, match_anchors, sample_balanced
 from cs_dense.models.localization import SingleObjectLocalizer, localization_loss
+from cs_dense.models.masks import (
+    MaskHead,
+    mask_iou,
+    mask_roundtrip_iou,
+    maskrcnn_inference,
+    maskrcnn_loss,
+    paste_masks_in_image,
+    project_masks_on_boxes,
+)
 from cs_dense.models.rpn import RegionProposalNetwork, RPNHead, rpn_loss, rpn_targets, select_proposals
 from cs_dense.models.set_prediction import (
     OneToOneConfig,
@@ -46,6 +56,7 @@ __all__ = [
     "AnchorGenerator",
     "BoxCoder",
     "DetectorConfig",
+    "MaskHead",
     "OneToOneConfig",
     "OneToOneDetector",
     "RPNHead",
@@ -69,10 +80,16 @@ __all__ = [
     "hungarian",
     "hungarian_matcher",
     "localization_loss",
+    "mask_iou",
+    "mask_roundtrip_iou",
+    "maskrcnn_inference",
+    "maskrcnn_loss",
     "match_anchors",
     "matching_cost",
+    "paste_masks_in_image",
     "postprocess_detections",
     "prior_bias",
+    "project_masks_on_boxes",
     "retinanet_loss",
     "roi_targets",
     "rpn_loss",
