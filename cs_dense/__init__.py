@@ -9,7 +9,9 @@ Subpackages and modules:
                 pycocotools; segmentation (confusion matrix, pixel accuracy, IoU, Dice)
     models      U-Net; a single-object localiser and its multitask loss; anchors, box
                 coding, the RPN; the RoI head and a two-stage detector; YOLO, SSD and
-                RetinaNet pieces and a single-stage detector; DETR's set matching and loss
+                RetinaNet pieces and a single-stage detector; DETR's set matching and loss,
+                a one-to-one detector without NMS and a small DETR; Mask R-CNN's mask
+                targets, head, loss and pasting
     data        the synthetic shapes dataset, the detection-dict format, COCO export,
                 VOC/COCO adapters for files the user already has
     grading     what notebook test cells call: ``check`` and strict comparisons that
