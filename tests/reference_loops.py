@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from cs_dense.data import load_split
+
 
 def random_boxes(
     n: int,
@@ -40,6 +42,12 @@ def loop_iou(a: list[float], b: list[float]) -> float:
     inter = iw * ih
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def shapes_detection_batch(count: int):
+    """The first ``count`` shapes training images as a list, and their targets with boxes and labels only."""
+    images, targets = load_split("train", count)
+    return list(images), [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
 
 
 def training_losses(model: torch.nn.Module, images, targets, steps: int = 60) -> list[float]:

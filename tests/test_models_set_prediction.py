@@ -14,10 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision.ops as tv
-from reference_loops import random_boxes, training_losses
+from reference_loops import random_boxes, shapes_detection_batch, training_losses
 from scipy.optimize import linear_sum_assignment
 
-from cs_dense.data import load_split
 from cs_dense.models import (
     OneToOneConfig,
     OneToOneDetector,
@@ -520,11 +519,6 @@ def test_set_loss_errors(indices, kwargs, message):
 # --------------------------------------------------------------------------- the detectors
 
 
-def _shapes(count):
-    images, targets = load_split("train", count)
-    return list(images), [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
-
-
 def test_sine_positions_by_hand_and_against_a_loop():
     # dim 4, a 2 x 2 map: one frequency (1); rows and columns at (0.5 / 2) 2 pi = pi / 2 and 3 pi / 2
     code = sine_positions(2, 2, 4)
@@ -577,7 +571,7 @@ def _to(images, targets, device):
 def test_one_to_one_losses_equal_the_oracle(w_class, device):
     torch.manual_seed(0)
     model = OneToOneDetector(OneToOneConfig(w_class=w_class)).to(device)
-    images, targets = _shapes(3)
+    images, targets = shapes_detection_batch(3)
     targets[1] = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}  # an image without objects
     images, targets = _to(images, targets, device)
     got = model(images, targets)
@@ -597,7 +591,7 @@ def test_one_to_one_losses_equal_the_oracle(w_class, device):
 def test_one_to_one_matches_each_object_to_one_position():
     torch.manual_seed(0)
     model = OneToOneDetector()
-    images, targets = _shapes(2)
+    images, targets = shapes_detection_batch(2)
     logits, boxes = model.head(torch.stack(images))
     for (rows, cols), target, logit, box in zip(model.match(logits, boxes, targets, (128, 128)), targets, logits, boxes):
         m = len(target["labels"])
@@ -609,7 +603,7 @@ def test_one_to_one_matches_each_object_to_one_position():
 def test_one_to_one_inference_keeps_every_position_above_the_threshold_without_nms():
     torch.manual_seed(0)
     model = OneToOneDetector(OneToOneConfig(prior_probability=0.5, score_thresh=0.5, detections_per_img=40)).eval()
-    images, _ = _shapes(2)
+    images, _ = shapes_detection_batch(2)
     with torch.no_grad():
         detections = model(images)
         logits, boxes = model.head(torch.stack(images))
@@ -638,7 +632,7 @@ def test_one_to_one_bad_input_is_named():
 def test_small_detr_losses_equal_detr_on_its_outputs(device):
     torch.manual_seed(0)
     model = SmallDetr(SmallDetrConfig(encoder_layers=1)).to(device)
-    images, targets = _to(*_shapes(3), device)
+    images, targets = _to(*shapes_detection_batch(3), device)
     got = model(images, targets)
     outputs = model.head(torch.stack(images))
     assert outputs["logits"].shape == (3, 12, 4) and outputs["boxes"].shape == (3, 12, 4)
@@ -658,7 +652,7 @@ def test_small_detr_losses_equal_detr_on_its_outputs(device):
 def test_small_detr_inference_without_nms():
     torch.manual_seed(0)
     model = SmallDetr(SmallDetrConfig(score_thresh=0.0)).eval()
-    images, _ = _shapes(2)
+    images, _ = shapes_detection_batch(2)
     with torch.no_grad():
         detections = model(images)
         outputs = model.head(torch.stack(images))
@@ -706,5 +700,5 @@ def test_set_detector_configs_name_the_field(config, field, value):
 def test_set_detectors_overfit_four_images(model_class):
     # 60 AdamW steps on 4 shapes images: the summed loss must fall well below its start
     torch.manual_seed(0)
-    totals = training_losses(model_class(), *_shapes(4))
+    totals = training_losses(model_class(), *shapes_detection_batch(4))
     assert sum(totals[-5:]) / 5 < 0.5 * sum(totals[:5]) / 5

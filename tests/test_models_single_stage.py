@@ -18,7 +18,6 @@ from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead
 from torchvision.models.detection.ssd import SSD
 from torchvision.ops import box_iou as tv_box_iou
 
-from cs_dense.data.shapes import load_split
 from cs_dense.models import (
     SingleStageConfig,
     SingleStageDetector,
@@ -33,7 +32,7 @@ from cs_dense.models import (
     yolo_loss,
     yolo_targets,
 )
-from reference_loops import random_boxes, training_losses
+from reference_loops import random_boxes, shapes_detection_batch, training_losses
 
 # --------------------------------------------------------------------------- YOLO targets
 
@@ -637,15 +636,10 @@ def test_config_stride_is_read_only():
         config.stride = 16
 
 
-def _shapes(count):
-    images, targets = load_split("train", count)
-    return list(images), [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
-
-
 def test_detector_training_contract_and_prior():
     torch.manual_seed(0)
     model = SingleStageDetector()
-    images, targets = _shapes(2)
+    images, targets = shapes_detection_batch(2)
     assert torch.equal(model.class_tower[-1].bias, torch.full_like(model.class_tower[-1].bias, prior_bias(0.01)))
     logits, _, anchors = model.head(torch.stack(images))
     # 128 / 8 = 16 x 16 positions, 4 sizes x 3 ratios = 12 anchors each, 3 object classes
@@ -665,7 +659,7 @@ def test_detector_training_contract_and_prior():
 def test_easy_negative_share_against_a_loop(prior, alpha, gamma):
     torch.manual_seed(0)
     model = SingleStageDetector(SingleStageConfig(prior_probability=prior)).eval()
-    images, targets = _shapes(2)
+    images, targets = shapes_detection_batch(2)
     got = easy_negative_share(model, torch.stack(images), targets, alpha, gamma)
     with torch.no_grad():
         logits, _, anchors = model.head(torch.stack(images))
@@ -696,7 +690,7 @@ def test_easy_negative_share_against_a_loop(prior, alpha, gamma):
 def test_detector_without_prior_starts_at_one_half():
     torch.manual_seed(0)
     model = SingleStageDetector(SingleStageConfig(prior_probability=None))
-    images, _ = _shapes(1)
+    images, _ = shapes_detection_batch(1)
     logits, _, _ = model.head(torch.stack(images))
     assert torch.sigmoid(logits).mean().item() == pytest.approx(0.5, abs=0.01)
 
@@ -705,7 +699,7 @@ def test_detector_inference_format():
     torch.manual_seed(0)
     # without the prior every score starts near 0.5, above score_thresh: plenty of candidates
     model = SingleStageDetector(SingleStageConfig(prior_probability=None, detections_per_img=10)).eval()
-    images, targets = _shapes(2)
+    images, targets = shapes_detection_batch(2)
     with torch.no_grad():
         detections = model(images, targets)  # targets are ignored in eval mode
     assert len(detections) == 2
@@ -760,5 +754,5 @@ def test_detector_overfits_four_images():
     # 60 AdamW steps on 4 shapes images: the summed loss must fall well below its start
     torch.manual_seed(0)
     model = SingleStageDetector()
-    totals = training_losses(model, *_shapes(4))
+    totals = training_losses(model, *shapes_detection_batch(4))
     assert sum(totals[-5:]) / 5 < 0.4 * sum(totals[:5]) / 5

@@ -413,6 +413,15 @@ def _check_indices(indices: Sequence[tuple[Tensor, Tensor]], targets: Sequence[M
                 raise ValueError(f"{name} repeats an index: a matching uses each of the {of} at most once")
 
 
+def _box_terms(pred: Tensor, gt: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """Summed L1 on normalised cxcywh and summed ``1 - GIoU`` of one image's matched pairs
+    (``pred[k]`` answers ``gt[k]``, Tensor[K, 4] each): the box terms of the set losses before
+    weighting and normalising. One image's ``[K, K]`` GIoU matrix at a time, so a large batch
+    never forms a ``[sum K, sum K]`` one."""
+    l1 = (_normalised_cxcywh(pred, height, width) - _normalised_cxcywh(gt, height, width)).abs().sum()
+    return l1, (1 - generalized_box_iou(pred, gt).diagonal()).sum()
+
+
 def set_loss(
     outputs: Mapping[str, Tensor],
     targets: Sequence[Mapping[str, Tensor]],
@@ -476,9 +485,8 @@ def set_loss(
         target_classes[image, rows.to(logits.device)] = target["labels"].to(logits.device)[cols.to(logits.device)]
         pred = boxes[image, rows]  # [K, 4]
         gt = target["boxes"].to(device=device, dtype=boxes.dtype)[cols]  # [K, 4]
-        l1 = l1 + (_normalised_cxcywh(pred, height, width) - _normalised_cxcywh(gt, height, width)).abs().sum()
-        # one image's [K, K] matrix at a time, so a large batch never forms a [sum K, sum K] one
-        giou = giou + (1 - generalized_box_iou(pred, gt).diagonal()).sum()
+        image_l1, image_giou = _box_terms(pred, gt, height, width)
+        l1, giou = l1 + image_l1, giou + image_giou
     class_weight = logits.new_ones(num_classes + 1)
     class_weight[0] = no_object_weight
     classification = F.cross_entropy(logits.flatten(0, 1), target_classes.flatten(), weight=class_weight)
@@ -609,9 +617,8 @@ class OneToOneDetector(nn.Module):
             l1 = giou = boxes.new_zeros(())
             for n, ((rows, cols), target) in enumerate(zip(indices, targets)):
                 one_hot[n, rows, target["labels"][cols] - 1] = 1
-                pred, gt = boxes[n, rows], target["boxes"][cols]
-                l1 = l1 + (_normalised_cxcywh(pred, *size) - _normalised_cxcywh(gt, *size)).abs().sum()
-                giou = giou + (1 - generalized_box_iou(pred, gt).diagonal()).sum()
+                image_l1, image_giou = _box_terms(boxes[n, rows], target["boxes"][cols].to(boxes.dtype), *size)
+                l1, giou = l1 + image_l1, giou + image_giou
             num = max(1, sum(len(t["boxes"]) for t in targets))
             focal = sigmoid_focal_loss(logits, one_hot, c.alpha, c.gamma, reduction="sum")
             return {"classification": focal / num, "l1": c.w_l1 * l1 / num, "giou": c.w_giou * giou / num}
