@@ -109,7 +109,9 @@ class SingleMap(torch.nn.Module):
         return {"0": self.body(x)}
 
 
-def train_and_score(name, model, train, test, seconds, max_steps=None, batch_size=8, seed=0, nms_thresh=None, lr=2e-3) -> dict:
+def train_and_score(
+    name, model, train, test, seconds, max_steps=None, batch_size=8, seed=0, nms_thresh=None, lr=2e-3, masks=False
+) -> dict:
     """Train a detector with ``cs_dense.train.fit`` (AdamW, learning rate ``lr``, weight decay
     1e-4, cosine decay) on reshuffled batches of ``train``, then score it on ``test``.
 
@@ -120,7 +122,9 @@ def train_and_score(name, model, train, test, seconds, max_steps=None, batch_siz
         dict: ``name``, ``steps``, ``step_ms`` (mean time of a training step), ``infer_ms``
         (inference time per test image, batches of 25, no grad), ``map_50`` and ``map``;
         with ``nms_thresh``, also ``map_50_nms`` and ``map_nms``: the same detections after
-        per-class NMS at that IoU, for a detector whose own output has none.
+        per-class NMS at that IoU, for a detector whose own output has none; with
+        ``masks``, also ``mask_map_50`` and ``mask_map``: mask AP (``iou_type="segm"``) of
+        a detector whose detections hold ``"masks"``.
     """
 
     def batches():
@@ -143,6 +147,9 @@ def train_and_score(name, model, train, test, seconds, max_steps=None, batch_siz
     scores = mean_average_precision(preds, targets)
     result = {"name": name, "steps": history.steps, "step_ms": history.seconds[-1] / history.steps * 1e3,
               "infer_ms": infer, "map_50": scores["map_50"], "map": scores["map"]}
+    if masks:
+        mask_scores = mean_average_precision(preds, targets, iou_type="segm")
+        result |= {"mask_map_50": mask_scores["map_50"], "mask_map": mask_scores["map"]}
     if nms_thresh is not None:
         keeps = [batched_nms(p["boxes"], p["scores"], p["labels"], nms_thresh) for p in preds]
         kept = [{key: value[keep] for key, value in p.items()} for p, keep in zip(preds, keeps)]

@@ -1,10 +1,11 @@
 """Reference models: U-Net for semantic segmentation; a single-object localiser; anchors, the RPN
 and a two-stage detector; YOLO, SSD and RetinaNet pieces and a single-stage detector; DETR's
 matching and set loss, a one-to-one detector without NMS and a small DETR; Mask R-CNN's mask
-targets, head, loss, inference and pasting."""
+targets, head, loss, inference and pasting, and the two-stage detector with its mask branch."""
 
 from cs_dense.models.anchors import AnchorGenerator, BoxCoder, base_anchors, grid_anchors, match_anchors, sample_balanced
 from cs_dense.models.localization import SingleObjectLocalizer, localization_loss
+from cs_dense.models.mask_rcnn import MaskRCNN, MaskRCNNConfig, mask_positives, softmax_mask_loss
 from cs_dense.models.masks import (
     MaskHead,
     mask_iou,
@@ -57,6 +58,8 @@ __all__ = [
     "BoxCoder",
     "DetectorConfig",
     "MaskHead",
+    "MaskRCNN",
+    "MaskRCNNConfig",
     "OneToOneConfig",
     "OneToOneDetector",
     "RPNHead",
@@ -81,6 +84,7 @@ __all__ = [
     "hungarian_matcher",
     "localization_loss",
     "mask_iou",
+    "mask_positives",
     "mask_roundtrip_iou",
     "maskrcnn_inference",
     "maskrcnn_loss",
@@ -97,6 +101,7 @@ __all__ = [
     "sample_balanced",
     "select_proposals",
     "set_loss",
+    "softmax_mask_loss",
     "sine_positions",
     "small_backbone",
     "ssd_loss",
