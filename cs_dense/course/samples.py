@@ -113,6 +113,14 @@ BUGS: dict[str, list[Bug]] = {
             "                                     reduction=\"sum\") / (B * N)",
             "the weighted cross-entropy divided by B * N instead of the sum of the weights"),
     ],
+    "08_mask_rcnn": [
+        Bug("project_masks_on_boxes", "sampling_ratio=-1, aligned=aligned)", "sampling_ratio=-1, aligned=False)",
+            "the aligned flag ignored: always torchvision's half-pixel-shifted targets"),
+        Bug("paste_masks_in_image", 'padding_mode="border", align_corners=False)', 'padding_mode="border", align_corners=True)',
+            "grid_sample with align_corners=True: the outer cells' centres, not their edges, land on the box's edges"),
+        Bug("mask_iou", "union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter", "union = a.sum(1)[:, None] + b.sum(1)[None, :]",
+            "the union without subtracting the intersection (Dice's denominator, not IoU's)"),
+    ],
 }
 
 

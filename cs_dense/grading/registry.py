@@ -300,6 +300,49 @@ EXERCISES: Mapping[str, Exercise] = {
         "cs_dense.models.hungarian_matcher",
     ),
     "set_loss": Exercise("07_detr_matching", ("cs_dense.models.set_loss",), "cs_dense.models.set_loss"),
+    # 08 Mask R-CNN
+    "project_masks_on_boxes": Exercise(
+        "08_mask_rcnn",
+        (
+            "torchvision.models.detection.roi_heads.project_masks_on_boxes",
+            "cs_dense.models.project_masks_on_boxes",
+            "cs_dense.models.masks._project",
+        ),
+        "cs_dense.models.project_masks_on_boxes",
+    ),
+    "MaskHead": Exercise(
+        "08_mask_rcnn",
+        (
+            "torchvision.models.detection.mask_rcnn.MaskRCNNHeads.__init__",
+            # their forward is nn.Sequential's, which the student's head may use: not forbidden
+            "torchvision.models.detection.mask_rcnn.MaskRCNNPredictor.__init__",
+            "cs_dense.models.MaskHead.__init__",
+            "cs_dense.models.MaskHead.forward",
+        ),
+    ),
+    "maskrcnn_loss": Exercise(
+        "08_mask_rcnn",
+        ("torchvision.models.detection.roi_heads.maskrcnn_loss", "cs_dense.models.maskrcnn_loss"),
+        "cs_dense.models.maskrcnn_loss",
+    ),
+    "maskrcnn_inference": Exercise(
+        "08_mask_rcnn",
+        ("torchvision.models.detection.roi_heads.maskrcnn_inference", "cs_dense.models.maskrcnn_inference"),
+        "cs_dense.models.maskrcnn_inference",
+    ),
+    "paste_masks_in_image": Exercise(
+        "08_mask_rcnn",
+        (
+            "torchvision.models.detection.roi_heads.paste_masks_in_image",
+            "torchvision.models.detection.roi_heads.paste_mask_in_image",
+            "torchvision.models.detection.roi_heads._onnx_paste_masks_in_image_loop",
+            "torchvision.models.detection.roi_heads._onnx_paste_mask_in_image",
+            "cs_dense.models.paste_masks_in_image",
+            "cs_dense.models.masks._paste_weights",
+        ),
+        "cs_dense.models.paste_masks_in_image",
+    ),
+    "mask_iou": Exercise("08_mask_rcnn", ("pycocotools.mask.iou", "cs_dense.models.mask_iou"), "cs_dense.models.mask_iou"),
 }
 
 
