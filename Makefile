@@ -48,6 +48,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_one_stage.py
 	$(BIN)/python benchmarks/bench_hungarian.py
 	$(BIN)/python benchmarks/bench_set_prediction.py
+	$(BIN)/python benchmarks/bench_mask_rcnn.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -21,35 +21,16 @@ speed of a training step from the quality of the recipe.
 from __future__ import annotations
 
 from common import (
-    SingleMap,
     detector_arguments,
     print_environment,
     shapes_splits,
+    torchvision_two_stage,
     train_and_score,
 )
 from torchvision.models.detection import FasterRCNN
-from torchvision.models.detection.anchor_utils import (
-    AnchorGenerator as TVAnchorGenerator,
-)
-from torchvision.ops import MultiScaleRoIAlign
 
 from cs_dense.models.two_stage import DetectorConfig, TwoStageDetector
 from cs_dense.train import seed_everything
-
-
-def torchvision_detector(config: DetectorConfig) -> FasterRCNN:
-    anchors = TVAnchorGenerator((config.anchor_sizes,), (config.aspect_ratios,))
-    pre_train, pre_test = config.rpn_pre_nms_top_n
-    post_train, post_test = config.rpn_post_nms_top_n
-    height = width = 128
-    return FasterRCNN(
-        SingleMap(config), num_classes=config.num_classes,
-        min_size=height, max_size=width, image_mean=list(config.image_mean), image_std=list(config.image_std),
-        rpn_anchor_generator=anchors, box_roi_pool=MultiScaleRoIAlign(["0"], 7, 2),
-        rpn_pre_nms_top_n_train=pre_train, rpn_pre_nms_top_n_test=pre_test,
-        rpn_post_nms_top_n_train=post_train, rpn_post_nms_top_n_test=post_test,
-        box_batch_size_per_image=128, box_positive_fraction=0.25, representation_size=config.hidden,
-    )
 
 
 def main() -> None:
@@ -58,6 +39,9 @@ def main() -> None:
     train, test = shapes_splits(args.quick)
     config = DetectorConfig()
     rows = []
+    def torchvision_detector(config):
+        return torchvision_two_stage(FasterRCNN, config)
+
     for name, build in (("cs_dense TwoStageDetector", TwoStageDetector), ("torchvision FasterRCNN", torchvision_detector)):
         seed_everything(0)
         rows.append(train_and_score(name, build(config), train, test, seconds))

@@ -10,6 +10,9 @@ import time
 from collections.abc import Callable
 
 import torch
+from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.ops import MultiScaleRoIAlign
 
 from cs_dense.data.shapes import ShapesDataset
 from cs_dense.metrics import mean_average_precision
@@ -68,9 +71,11 @@ def print_table(rows: list[tuple[str, float, float, str]]) -> None:
 # --------------------------------------------------------------------------- detector comparisons
 
 
-def detector_arguments(doc: str, seconds: float, equal_steps: bool = True) -> tuple[argparse.Namespace, float]:
-    """Parse the options of the detector comparisons: ``--quick``, ``--seconds`` and, if
-    ``equal_steps``, ``--equal-steps``.
+def detector_arguments(
+    doc: str, seconds: float, equal_steps: bool = True, seed: bool = False
+) -> tuple[argparse.Namespace, float]:
+    """Parse the options of the detector comparisons: ``--quick``, ``--seconds``, if
+    ``equal_steps`` ``--equal-steps``, and if ``seed`` ``--seed`` (default 0).
 
     Returns:
         ``(args, seconds)``: the parsed options and each detector's training time,
@@ -81,6 +86,8 @@ def detector_arguments(doc: str, seconds: float, equal_steps: bool = True) -> tu
     parser.add_argument("--seconds", type=float, default=None, help="training time of each detector")
     if equal_steps:
         parser.add_argument("--equal-steps", action="store_true", help="also train torchvision's for as many steps as ours")
+    if seed:
+        parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch order")
     args = parser.parse_args()
     return args, args.seconds or (10 if args.quick else seconds)
 
@@ -91,6 +98,30 @@ def shapes_splits(quick: bool) -> tuple[list, list]:
     train = [ShapesDataset("train")[i] for i in range(200 if quick else 2000)]
     test = [ShapesDataset("test")[i] for i in range(40 if quick else 200)]
     return train, test
+
+
+def torchvision_two_stage(detector_class, config, **extra):
+    """torchvision's ``FasterRCNN`` or ``MaskRCNN`` (``detector_class``) built like our
+    ``TwoStageDetector(config)``: the same backbone (:class:`SingleMap`), anchors, proposal
+    counts, RoI Align 7 x 7 with sampling ratio 2, two fully connected layers of
+    ``config.hidden``, 128 sampled proposals per image with a quarter foreground, the same
+    normalisation, 128 x 128 images. ``extra`` goes to the constructor (the mask head's parts).
+
+    The box head and predictor are built here: torchvision's constructors take no width for
+    them (an unknown ``representation_size=`` keyword is passed on to the image transform
+    and ignored, leaving its default 1024-wide layers)."""
+    anchors = TVAnchorGenerator((config.anchor_sizes,), (config.aspect_ratios,))
+    pre_train, pre_test = config.rpn_pre_nms_top_n
+    post_train, post_test = config.rpn_post_nms_top_n
+    box_head = TwoMLPHead(config.channels * 7 * 7, config.hidden)
+    box_predictor = FastRCNNPredictor(config.hidden, config.num_classes)
+    return detector_class(
+        SingleMap(config), min_size=128, max_size=128, image_mean=list(config.image_mean), image_std=list(config.image_std),
+        rpn_anchor_generator=anchors, box_roi_pool=MultiScaleRoIAlign(["0"], 7, 2),
+        rpn_pre_nms_top_n_train=pre_train, rpn_pre_nms_top_n_test=pre_test,
+        rpn_post_nms_top_n_train=post_train, rpn_post_nms_top_n_test=post_test,
+        box_batch_size_per_image=128, box_positive_fraction=0.25, box_head=box_head, box_predictor=box_predictor, **extra,
+    )
 
 
 class SingleMap(torch.nn.Module):
@@ -148,6 +179,8 @@ def train_and_score(
     result = {"name": name, "steps": history.steps, "step_ms": history.seconds[-1] / history.steps * 1e3,
               "infer_ms": infer, "map_50": scores["map_50"], "map": scores["map"]}
     if masks:
+        # torchvision's soft masks [N, 1, H, W] are binarised as it documents, at >= 0.5
+        preds = [p | {"masks": p["masks"][:, 0] >= 0.5} if p["masks"].ndim == 4 else p for p in preds]
         mask_scores = mean_average_precision(preds, targets, iou_type="segm")
         result |= {"mask_map_50": mask_scores["map_50"], "mask_map": mask_scores["map"]}
     if nms_thresh is not None:

@@ -19,6 +19,7 @@ SMOKE_RUNS = {
     "bench_one_stage.py": ["--quick", "--seconds", "3"],
     "bench_hungarian.py": ["--quick", "--reps", "1"],
     "bench_set_prediction.py": ["--quick", "--seconds", "3"],
+    "bench_mask_rcnn.py": ["--quick", "--seconds", "3", "--equal-steps"],
 }
 
 
