@@ -72,10 +72,11 @@ def print_table(rows: list[tuple[str, float, float, str]]) -> None:
 
 
 def detector_arguments(
-    doc: str, seconds: float, equal_steps: bool = True, seed: bool = False
+    doc: str, seconds: float, equal_steps: bool = True, seed: bool = False, rows: tuple[str, ...] = ()
 ) -> tuple[argparse.Namespace, float]:
     """Parse the options of the detector comparisons: ``--quick``, ``--seconds``, if
-    ``equal_steps`` ``--equal-steps``, and if ``seed`` ``--seed`` (default 0).
+    ``equal_steps`` ``--equal-steps``, if ``seed`` ``--seed`` (default 0), and if ``rows``
+    ``--only``: a comma-separated selection of those row names (``args.only``, default all).
 
     Returns:
         ``(args, seconds)``: the parsed options and each detector's training time,
@@ -88,7 +89,13 @@ def detector_arguments(
         parser.add_argument("--equal-steps", action="store_true", help="also train torchvision's for as many steps as ours")
     if seed:
         parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch order")
+    if rows:
+        parser.add_argument("--only", type=lambda text: text.split(","), default=list(rows),
+                            help=f"comma-separated rows to run, of {','.join(rows)} (default all)")
     args = parser.parse_args()
+    unknown = sorted(set(getattr(args, "only", ())) - set(rows))
+    if unknown:
+        parser.error(f"--only: unknown rows {','.join(unknown)}; choose from {','.join(rows)}")
     return args, args.seconds or (10 if args.quick else seconds)
 
 

@@ -44,10 +44,10 @@ def loop_iou(a: list[float], b: list[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def shapes_detection_batch(count: int):
-    """The first ``count`` shapes training images as a list, and their targets with boxes and labels only."""
+def shapes_detection_batch(count: int, keys: tuple[str, ...] = ("boxes", "labels"), device: str = "cpu"):
+    """The first ``count`` shapes training images as a list, and their targets with ``keys`` only, on ``device``."""
     images, targets = load_split("train", count)
-    return list(images), [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
+    return [image.to(device) for image in images], [{key: t[key].to(device) for key in keys} for t in targets]
 
 
 def training_losses(model: torch.nn.Module, images, targets, steps: int = 60) -> list[float]:

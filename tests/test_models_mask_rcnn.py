@@ -11,19 +11,16 @@ from torchvision.ops import box_iou as tv_box_iou
 from torchvision.ops import roi_align as tv_roi_align
 from torchvision.ops import roi_pool as tv_roi_pool
 
-from cs_dense.data.shapes import load_split
 from cs_dense.models.mask_rcnn import MaskRCNN, MaskRCNNConfig, mask_positives, softmax_mask_loss
 from cs_dense.models.masks import paste_masks_in_image
-from reference_loops import random_boxes, training_losses
+from cs_dense.models.two_stage import DetectorConfig
+from reference_loops import random_boxes, shapes_detection_batch, training_losses
 
 LOSSES = {"loss_objectness", "loss_rpn_box", "loss_classifier", "loss_box_reg", "loss_mask"}
 
 
 def _batch(count: int, device="cpu"):
-    images, targets = load_split("train", count)
-    return [image.to(device) for image in images], [
-        {key: t[key].to(device) for key in ("boxes", "labels", "masks")} for t in targets
-    ]
+    return shapes_detection_batch(count, ("boxes", "labels", "masks"), device)
 
 
 def _captured(model: MaskRCNN):
@@ -195,8 +192,6 @@ def test_input_errors():
     with pytest.raises(ValueError, match="targets are required"):
         model(images)
     with pytest.raises(ValueError, match="config must be a MaskRCNNConfig"):
-        from cs_dense.models.two_stage import DetectorConfig
-
         MaskRCNN(DetectorConfig())
 
 
