@@ -52,7 +52,7 @@ class MaskRCNNConfig(DetectorConfig):
         mask_pool: side of the RoI features of the mask branch (14 in the paper); the
             masks are twice that (28).
         mask_rois_per_image: at most this many positive RoIs per image train the mask
-            head, drawn at random (torchvision uses the box head's positives, up to 128).
+            head, drawn at random (torchvision uses the box head's sampled positives, up to 32 of its 128).
         mask_roi_op: ``"align"`` (RoI Align, ``aligned=True``) or ``"pool"`` (RoI Pool).
         mask_loss: ``"sigmoid"`` (BCE on the ground-truth class's channel) or
             ``"softmax"`` (cross-entropy over the classes at each pixel, background
