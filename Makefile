@@ -49,6 +49,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_hungarian.py
 	$(BIN)/python benchmarks/bench_set_prediction.py
 	$(BIN)/python benchmarks/bench_mask_rcnn.py
+	$(BIN)/python benchmarks/bench_explain.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

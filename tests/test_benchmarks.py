@@ -20,6 +20,7 @@ SMOKE_RUNS = {
     "bench_hungarian.py": ["--quick", "--reps", "1"],
     "bench_set_prediction.py": ["--quick", "--seconds", "3"],
     "bench_mask_rcnn.py": ["--quick", "--seconds", "3", "--equal-steps"],
+    "bench_explain.py": ["--quick", "--reps", "1"],
 }
 
 

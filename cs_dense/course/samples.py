@@ -121,6 +121,15 @@ BUGS: dict[str, list[Bug]] = {
         Bug("mask_iou", "union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter", "union = a.sum(1)[:, None] + b.sum(1)[None, :]",
             "the union without subtracting the intersection (Dice's denominator, not IoU's)"),
     ],
+    "09_explain": [
+        Bug("grad_cam", "cam = F.relu((alpha * activations).sum(dim=1)).detach()", "cam = (alpha * activations).sum(dim=1).detach()",
+            "the ReLU left out: regions that lower the score stay in the map as negative values"),
+        Bug("guided_backprop", 'return (F.relu(grad_input[0] if rule == "guided" else grad_output[0]),)',
+            'return (F.relu(grad_output[0] if rule == "guided" else grad_input[0]),)',
+            "the two rules swapped: the lecture's 'keep only positive gradients' taken for guided backpropagation"),
+        Bug("fgsm", "step = -epsilon if targeted else epsilon", "step = epsilon",
+            "a targeted attack climbs the loss of the wanted labels instead of descending it"),
+    ],
 }
 
 

@@ -40,6 +40,11 @@ _TRANSPOSED = (
     "cs_dense.ops.conv_transpose2d",
     "cs_dense.ops.conv_transpose2d_loop",
 )
+# captum's gradient helpers, which every attribution method above calls
+_CAPTUM_WORKERS = (
+    "captum._utils.gradient.compute_gradients",
+    "captum._utils.gradient.compute_layer_gradients_and_eval",
+)
 
 
 @dataclass(frozen=True)
@@ -343,6 +348,59 @@ EXERCISES: Mapping[str, Exercise] = {
         "cs_dense.models.paste_masks_in_image",
     ),
     "mask_iou": Exercise("08_mask_rcnn", ("pycocotools.mask.iou", "cs_dense.models.mask_iou"), "cs_dense.models.mask_iou"),
+    # 09 explaining a classifier: captum's implementations and their workers are the oracles
+    "saliency_map": Exercise(
+        "09_explain",
+        ("captum.attr.Saliency.attribute", *_CAPTUM_WORKERS, "cs_dense.explain.saliency_map"),
+        "cs_dense.explain.saliency_map",
+    ),
+    "class_activation_map": Exercise(
+        "09_explain", ("cs_dense.explain.class_activation_map",), "cs_dense.explain.class_activation_map"
+    ),
+    "grad_cam": Exercise(
+        "09_explain",
+        (
+            "captum.attr.LayerGradCam.attribute",
+            "captum.attr.GuidedGradCam.attribute",
+            *_CAPTUM_WORKERS,
+            "cs_dense.explain.grad_cam",
+            "cs_dense.explain.guided_grad_cam",
+        ),
+        "cs_dense.explain.grad_cam",
+    ),
+    "guided_backprop": Exercise(
+        "09_explain",
+        (
+            "captum.attr.GuidedBackprop.attribute",
+            "captum.attr.Deconvolution.attribute",
+            "captum.attr._core.guided_backprop_deconvnet.ModifiedReluGradientAttribution.attribute",
+            "captum.attr.GuidedGradCam.attribute",
+            *_CAPTUM_WORKERS,
+            "cs_dense.explain.guided_backprop",
+            "cs_dense.explain.guided_grad_cam",
+        ),
+        "cs_dense.explain.guided_backprop",
+    ),
+    "guided_grad_cam": Exercise(
+        "09_explain",
+        ("captum.attr.GuidedGradCam.attribute", *_CAPTUM_WORKERS, "cs_dense.explain.guided_grad_cam"),
+    ),
+    "fgsm": Exercise(
+        "09_explain",
+        ("captum.robust.FGSM.perturb", "captum.robust.PGD.perturb", *_CAPTUM_WORKERS, "cs_dense.explain.fgsm"),
+        "cs_dense.explain.fgsm",
+    ),
+    "fooling_image": Exercise(
+        "09_explain",
+        (
+            "captum.robust.FGSM.perturb",
+            "captum.robust.PGD.perturb",
+            *_CAPTUM_WORKERS,
+            "cs_dense.explain.fooling_image",
+            "cs_dense.explain.fgsm",
+        ),
+        "cs_dense.explain.fooling_image",
+    ),
 }
 
 
