@@ -128,7 +128,7 @@ def grad_cam(model: nn.Module, layer: nn.Module, images: Tensor, target, size: S
     weights = grads.mean(dim=(2, 3), keepdim=True)  # alpha_k: [B, K, 1, 1]
     cam = F.relu((weights * activations).sum(dim=1)).detach()
     if size is not None:
-        cam = F.interpolate(cam[:, None], size=tuple(size), mode="bilinear", align_corners=True)[:, 0]
+        cam = F.interpolate(cam[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
     return cam
 
 
