@@ -9,6 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 .PHONY: install demo test test-fast lab release samples bench clean
 
 install: $(STAMP)
+	@command -v bwrap >/dev/null || echo "note: cs-dense autograde runs student code in a bubblewrap sandbox: sudo apt install bubblewrap"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "cs_dense needs Python 3.11; set PYTHON=/path/to/python3.11")'

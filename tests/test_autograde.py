@@ -6,19 +6,39 @@ its own way; every row is checked against the score a hand reading of the toy gi
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import html
 import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+from pathlib import Path
 
 import nbformat
+import psutil
 import pytest
 
 from cs_dense.course.autograde import autograde, kernel_threads
 from cs_dense.course.check import check
 from cs_dense.course.release import release
 from cs_dense.course.samples import write_samples
+from cs_dense.course.sandbox import Limits, SandboxUnavailable, find_bwrap
 from toy_course import ASSIGNMENT, HIDDEN_MARKER, make_toy_course
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def _require_sandbox() -> None:
+    """Skip without bubblewrap, except where the sandbox must be tested (CI sets CS_DENSE_REQUIRE_SANDBOX)."""
+    try:
+        find_bwrap()
+    except SandboxUnavailable as error:
+        if os.environ.get("CS_DENSE_REQUIRE_SANDBOX"):
+            raise
+        pytest.skip(str(error))
 
 
 def _set_source(nb, grade_id: str, source: str) -> None:
@@ -26,14 +46,26 @@ def _set_source(nb, grade_id: str, source: str) -> None:
     cell.source = source
 
 
-def _variants(complete: nbformat.NotebookNode) -> dict[str, tuple[object, float, str]]:
-    """student id -> (notebook or raw text or None, expected score, expected status)."""
+ESCAPE = "cs-dense-escape-5d1e"  # files a hostile submission tries to leave behind
+SLEEPER = "4242"  # a daemon runs `sleep 4242`
+XSS = "xss-9b2c"
+
+
+def _variants(complete: nbformat.NotebookNode, port: int) -> dict[str, tuple[object, float, str]]:
+    """student id -> (notebook or raw text or None, expected score, expected status).
+
+    ``add`` is worth 2 points; ``scale`` 3, with a hidden test. Hostile code goes in the
+    ``add`` cell (before ``def add``) unless it is about ``scale`` or its tests.
+    """
 
     def edit(**sources):
         nb = nbformat.from_dict(json.loads(json.dumps(complete)))
         for grade_id, source in sources.items():
             _set_source(nb, grade_id, source)
         return nb
+
+    def before_add(code: str) -> nbformat.NotebookNode:
+        return edit(add=code + "\ndef add(a, b):\n    return a + b")
 
     wrong_add = "def add(a, b):\n    return a - b"
     deleted = edit(scale="def scale(x, k):\n    return x")
@@ -46,6 +78,8 @@ def _variants(complete: nbformat.NotebookNode) -> dict[str, tuple[object, float,
         "target.write_text('{}')\n"
         "def add(a, b):\n    return a + b"
     )
+    script = edit()
+    script.cells.insert(3, nbformat.v4.new_markdown_cell(f"<script>alert('{XSS}')</script><b onmouseover=alert(1)>{XSS}</b>"))
     return {
         "complete": (edit(), 5, "graded"),
         "forbidden": (edit(scale="import torch\ndef scale(x, k):\n    return torch.mul(x, k)"), 2, "graded"),
@@ -67,37 +101,172 @@ def _variants(complete: nbformat.NotebookNode) -> dict[str, tuple[object, float,
             "graded",
         ),
         "raises_points": (greedy, 5, "graded"),
-        "tampers_course": (edit(add=tamper_course), 0, "tampered"),
+        # the course is read-only in the sandbox: the write fails, so `add` is never defined
+        "tampers_course": (edit(add=tamper_course), 3, "graded"),
+        "writes_environment": (before_add(
+            "import pathlib, sys, torch, cs_dense\n"
+            "for target in (pathlib.Path(torch.__file__), pathlib.Path(cs_dense.__file__), pathlib.Path(sys.prefix) / 'evil.pth',\n"
+            "               pathlib.Path('/usr/lib/evil'), pathlib.Path('/etc/evil')):\n"
+            "    try:\n"
+            "        target.open('a').write('raise SystemExit')\n"
+            "        print('WROTE', target)\n"
+            "    except OSError as error:\n"
+            "        print('refused', target, error.errno)"
+        ), 5, "graded"),
+        # everything a hidden test could be read from, printed whole if found
+        "reads_secrets": (before_add(
+            "import os\n"
+            "for folder, dirs, files in os.walk('/'):\n"
+            "    dirs[:] = [d for d in dirs if os.path.join(folder, d) not in ('/proc', '/sys', '/usr', '/dev')\n"
+            "               and not d.startswith(('python3', 'site-packages'))]\n"
+            "    for name in files:\n"
+            "        if name.endswith(('.ipynb', '.db', '.json')) or name == 'nbgrader_config.py':\n"
+            "            try:\n"
+            "                print(os.path.join(folder, name), open(os.path.join(folder, name), errors='replace').read())\n"
+            "            except OSError as error:\n"
+            "                print(name, error)\n"
+            "for pid in (p for p in os.listdir('/proc') if p.isdigit()):\n"
+            "    print(pid, open(f'/proc/{pid}/cmdline').read())\n"
+            "print(sorted(os.listdir('/')), os.listdir('.'), os.getuid())"
+        ), 5, "graded"),
+        # a function that prints its callers' source, In[] and linecache, and raises it in a hidden case
+        "prints_caller": (edit(scale=(
+            "import inspect, linecache\n"
+            "def scale(x, k):\n"
+            "    text = ' '.join(linecache.getline(f.filename, n) for f in inspect.stack() for n in range(1, 200))\n"
+            "    text += ' '.join(get_ipython().user_ns.get('In', []))\n"
+            "    print(text)\n"
+            "    if k != 2.0:\n"
+            "        raise ValueError(text)\n"
+            "    return x * k"
+        )), 2, "graded"),
+        # a display made early, updated from inside a hidden test: the page keeps the early version
+        "rewrites_output": (edit(
+            add="from IPython.display import display\nhandle = display('placeholder-3f', display_id=True)\n"
+                "def add(a, b):\n    return a + b",
+            scale="import inspect\ndef scale(x, k):\n    if k != 2.0:\n"
+                  "        handle.update('LEAKED ' + repr(inspect.stack()[1].frame.f_locals.get('case')))\n"
+                  "    return x * k",
+        ), 5, "graded"),
+        "daemon": (before_add(
+            "import os, time\n"
+            "if os.fork() == 0:\n"
+            "    os.setsid()\n"
+            "    if os.fork() == 0:\n"
+            "        time.sleep(0.5)\n"
+            f"        for folder in ('/tmp', '/dev/shm', os.path.expanduser('~'), os.getcwd(), os.environ.get('CS_DENSE_DATA', '.')):\n"
+            "            try:\n"
+            f"                open(os.path.join(folder, '{ESCAPE}'), 'w').write('still here')\n"
+            "            except OSError:\n"
+            "                pass\n"
+            f"        os.execv('/usr/bin/sleep', ['sleep', '{SLEEPER}'])\n"
+            "    os._exit(0)"
+        ), 5, "graded"),
+        # the only processes it can see are itself and the sandbox's init, which ignores it
+        "kills_parent": (before_add(
+            "import os, signal\n"
+            "for pid in [int(p) for p in os.listdir('/proc') if p.isdigit()]:\n"
+            "    if pid != os.getpid():\n"
+            "        try:\n"
+            "            os.kill(pid, signal.SIGKILL)\n"
+            "        except OSError as error:\n"
+            "            print('kill', pid, error)\n"
+            "try:\n"
+            "    os.kill(os.getppid(), signal.SIGKILL)\n"
+            "except OSError:\n"
+            "    pass"
+        ), 5, "graded"),
+        "fork_bomb": (before_add(
+            "import os, time\n"
+            "def add(a, b):\n    return a + b\n"
+            "while True:\n"
+            "    try:\n"
+            "        os.fork()\n"
+            "    except OSError:\n"
+            "        time.sleep(1)"
+        ), 0, "limit"),
+        "memory_bomb": (before_add(
+            "hoard = []\n"
+            "while True:\n"
+            "    hoard.append(bytearray(64 << 20))"
+        ), 0, "limit"),
+        "fills_disk": (before_add(
+            "import os\n"
+            "for folder in ('/tmp', '.', os.path.expanduser('~')):\n"
+            "    try:\n"
+            "        with open(os.path.join(folder, 'filler'), 'wb') as handle:\n"
+            "            while True:\n"
+            "                handle.write(bytes(1 << 20))\n"
+            "    except OSError as error:\n"
+            "        print('full:', folder, error.errno)\n"
+            "    os.remove(os.path.join(folder, 'filler'))"
+        ), 5, "graded"),
+        "network": (before_add(
+            "import socket\n"
+            f"for address in (('127.0.0.1', {port}), ('pypi.org', 443)):\n"
+            "    try:\n"
+            "        socket.create_connection(address, timeout=3).sendall(b'graded')\n"
+            "        print('CONNECTED', address)\n"
+            "    except OSError as error:\n"
+            "        print('no network:', address, error)"
+        ), 5, "graded"),
+        "ignores_interrupt": (edit(scale=(
+            "import signal\n"
+            "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "def scale(x, k):\n    return x * k\n"
+            "while True:\n    pass"
+        )), 0, "timeout"),  # at the first cell time limit: SIGINT does nothing
+        "floods_output": (before_add("print('y' * (64 << 20))"), 5, "graded"),
+        "shows_script": (before_add(
+            "from IPython.display import HTML, SVG, Javascript, display\n"
+            f"display(HTML(\"<script>alert('{XSS}')</script>\"))\n"
+            f"display(Javascript(\"alert('{XSS}')\"))\n"
+            f"display(SVG('<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(\"{XSS}\")</script></svg>'))"
+        ), 5, "graded"),
+        "markdown_script": (script, 5, "graded"),
+        "symlinked": ("symlink", 0, "invalid"),
         "unreadable": ("this is not a notebook {", 0, "invalid"),
+        "enormous": ("{" + " " * (65 << 20) + "}", 0, "invalid"),
         "absent": (None, 0, "missing"),
     }
 
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
+    _require_sandbox()
     root = tmp_path_factory.mktemp("toy")
     course = make_toy_course(root / "course")
     release(course)
     write_samples(course)
     complete = nbformat.read(course.data / "samples" / "complete" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
     submissions = root / "submissions"
-    variants = _variants(complete)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    variants = _variants(complete, listener.getsockname()[1])
     for student, (content, _, _) in variants.items():
         folder = submissions / student / ASSIGNMENT
         folder.mkdir(parents=True)
         path = folder / f"{ASSIGNMENT}.ipynb"
-        if isinstance(content, str):
+        if content == "symlink":
+            path.symlink_to(course.data / "samples" / "complete" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
+        elif isinstance(content, str):
             path.write_text(content)
         elif content is not None:
             nbformat.write(content, path)
     solution_before = (course.solutions / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").read_bytes()
     out = root / "out"
-    rows = autograde(course, submissions, out, workers=2, cell_timeout=20, progress=lambda line: None)
-    return course, variants, rows, out, solution_before
+    limits = Limits(memory=2 << 30, pids=256, disk=64 << 20)
+    rows = autograde(course, submissions, out, workers=2, cell_timeout=20, notebook_timeout=150, limits=limits,
+                     progress=lambda line: None)
+    connections = []
+    with contextlib.suppress(TimeoutError):
+        connections.append(listener.accept())
+    listener.close()
+    return course, variants, rows, out, solution_before, connections
 
 
 def test_every_submission_gets_the_expected_grade(graded):
-    _, variants, rows, _, _ = graded
+    _, variants, rows, _, _, _ = graded
     got = {r.student_id: (r.score, r.status) for r in rows}
     expected = {student: (float(score), status) for student, (_, score, status) in variants.items()}
     assert got == expected
@@ -105,7 +274,7 @@ def test_every_submission_gets_the_expected_grade(graded):
 
 
 def test_grades_csv_has_one_row_per_submission(graded):
-    _, variants, _, out, _ = graded
+    _, variants, _, out, _, _ = graded
     with open(out / "grades.csv", newline="") as handle:
         table = list(csv.DictReader(handle))
     assert list(table[0]) == ["student_id", "assignment_id", "score", "max_score", "status", "detail"]
@@ -114,23 +283,77 @@ def test_grades_csv_has_one_row_per_submission(graded):
     assert "kernel died" in crashed["detail"]
 
 
-def test_tampered_course_files_are_restored(graded):
-    course, _, _, _, solution_before = graded
+def test_course_files_are_untouched(graded):
+    course, _, _, _, solution_before, _ = graded
     assert (course.solutions / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").read_bytes() == solution_before
 
 
+def test_nothing_survives_and_nothing_escapes(graded):
+    course, _, _, out, _, connections = graded
+    survivors = [p.info for p in psutil.process_iter(["pid", "cmdline"]) if (p.info["cmdline"] or [])[-1:] == [SLEEPER]]
+    assert survivors == [], "a daemon outlived its job"
+    escaped = [p for place in (Path(tempfile.gettempdir()), Path("/dev/shm"), Path.home()) for p in place.glob(ESCAPE)]
+    escaped += [p for place in (course.root, out.parent) for p in place.rglob(ESCAPE)]
+    assert escaped == []
+    assert connections == [], "a submission reached a socket on the grader's loopback"
+
+
+def _page(out, student: str) -> str:
+    return (out / "feedback" / student / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text()
+
+
+def test_limits_are_explained(graded):
+    _, _, rows, out, _, _ = graded
+    detail = {r.student_id: r.detail for r in rows}
+    assert "memory limit" in detail["memory_bomb"] and "2 GiB" in detail["memory_bomb"]
+    assert "256 processes or threads" in detail["fork_bomb"]
+    assert "after it was interrupted" in detail["ignores_interrupt"]
+    assert "symbolic link" in detail["symlinked"]
+    assert "at most 64 MiB" in detail["enormous"]
+    assert "memory limit" in _page(out, "memory_bomb")
+
+
+def test_what_the_sandbox_refused_shows_in_feedback(graded):
+    _, _, _, out, _, _ = graded
+
+    def printed(student: str) -> str:  # the page as text; printed lines differ from the source's quotes
+        return html.unescape(re.sub(r"<[^>]+>", "", _page(out, student)))
+
+    environment = printed("writes_environment")
+    assert "WROTE /" not in environment and len(re.findall(r"refused /\S+ 30", environment)) == 5  # EROFS
+    network = printed("network")
+    assert "CONNECTED (" not in network and network.count("no network: (") == 2
+    assert len(re.findall(r"full: \S+ 28", printed("fills_disk"))) == 3  # ENOSPC
+    secrets = printed("reads_secrets")
+    assert "gradebook" not in secrets and "solutions" not in secrets and "BEGIN HIDDEN" not in secrets
+
+
+def test_feedback_is_capped_and_runs_no_script(graded):
+    _, variants, _, out, _, _ = graded
+    flood = _page(out, "floods_output")
+    assert "output cut" in flood and len(flood) < 8 << 20
+    for student in variants:
+        page = _page(out, student)
+        assert "Content-Security-Policy" in page.split("</head>")[0], student
+        assert f"<script>alert('{XSS}')" not in page and f'<script>alert("{XSS}")' not in page, student
+        assert "<b onmouseover" not in page and "<svg" not in page, student
+
+
 def test_feedback_exists_for_everyone_and_hides_hidden_tests(graded):
-    _, variants, _, out, _ = graded
+    _, variants, _, out, _, _ = graded
     for student in variants:
         page = out / "feedback" / student / ASSIGNMENT / f"{ASSIGNMENT}.html"
         assert page.is_file(), student
         text = page.read_text()
         assert HIDDEN_MARKER not in text, student
         assert "HIDDEN TESTS" not in text, student
-    forbidden_page = (out / "feedback" / "forbidden" / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text()
+    forbidden_page = _page(out, "forbidden")
     assert "torch.mul, which is disabled" in forbidden_page
-    assert "frames of the test cell, which holds hidden tests" in forbidden_page
     assert "guards.py" not in forbidden_page
+    assert "hidden tests: passed" in _page(out, "complete")
+    assert "the hidden tests of this exercise failed" in _page(out, "prints_caller")
+    rewritten = html.unescape(re.sub(r"<[^>]+>", "", _page(out, "rewrites_output")))
+    assert "'placeholder-3f'" in rewritten and f"LEAKED '{HIDDEN_MARKER}" not in rewritten
 
 
 def test_release_has_no_solutions_or_hidden_tests(graded):
@@ -169,3 +392,26 @@ def test_kernels_share_the_cores_among_workers(monkeypatch):
     assert kernel_threads(1) == "1"
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert kernel_threads(2) == "3"
+
+
+def test_without_the_sandbox_grading_still_works_and_catches_tampering(tmp_path, monkeypatch, capsys):
+    from cs_dense.course.cli import main
+
+    course = make_toy_course(tmp_path / "course")
+    release(course)
+    write_samples(course)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap here
+    assert main(["--root", str(course.root), "autograde", str(course.data / "samples"), "--out", str(tmp_path / "o")]) == 2
+    assert "apt install bubblewrap" in capsys.readouterr().err
+    monkeypatch.undo()
+    submissions = tmp_path / "submissions"
+    shutil.copytree(course.data / "samples", submissions)
+    complete = nbformat.read(submissions / "complete" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
+    (submissions / "tampers" / ASSIGNMENT).mkdir(parents=True)
+    nbformat.write(_variants(complete, 0)["tampers_course"][0], submissions / "tampers" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
+    solution_before = (course.solutions / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").read_bytes()
+    rows = autograde(course, submissions, tmp_path / "out", sandbox=False, progress=lambda line: None)
+    got = {r.student_id: (r.score, r.status) for r in rows}
+    assert got["complete"] == (5, "graded") and got["blank"] == (0, "graded")
+    assert got["tampers"] == (0, "tampered")
+    assert (course.solutions / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").read_bytes() == solution_before

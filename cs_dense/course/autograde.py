@@ -12,18 +12,29 @@ What this adds to ``nbgrader autograde``:
 * Every submission's grade is read from its own gradebook by this process, and the CSV
   and feedback are written by this process after grading, so a student's code cannot
   write another student's grade.
-* After each submission, the course files (``cs_dense/``, ``solutions/``, ``data/``,
-  nbgrader settings) and the Python environment (installed modules, Jupyter settings and
-  kernels) are compared with a snapshot taken before grading. Course files that changed are
-  restored and the submission that changed them scores zero with status ``tampered``;
-  a changed environment cannot be restored, so grading stops with an error.
+* Without the sandbox (in it they are read-only to student code), after each submission
+  the course files (``cs_dense/``, ``solutions/``, ``data/``, nbgrader settings) and the
+  Python environment (installed modules, Jupyter settings and kernels) are compared with a
+  snapshot taken before grading. Course files that changed are restored and the
+  submission that changed them scores zero with status ``tampered``; a changed
+  environment cannot be restored, so grading stops with an error.
+* Each kernel runs in a bubblewrap sandbox (:mod:`cs_dense.course.sandbox`) with memory
+  and process limits; a job stopped by a limit gets status ``limit``. Without the sandbox
+  (``sandbox=False``) student code runs as the grading user, which is only safe for code
+  the grader trusts.
+* Hidden tests run after the whole notebook and feedback shows only a pass/fail line for
+  them (:mod:`cs_dense.course.preprocessors`); feedback pages show no markup from the
+  submission and forbid every script.
+* A submitted file or folder that is a symbolic link is ``invalid``: it is not followed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import html
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,12 +50,20 @@ from nbgrader.api import Gradebook
 
 from cs_dense.course.layout import Course, run_nbgrader, tool_env, write_course_config
 from cs_dense.course.release import generate
+from cs_dense.course.sandbox import KERNEL_NAME, JobSandbox, Limits, describe_limit, find_bwrap
 
 #: Statuses of a row of grades.csv.
-STATUSES = ("graded", "crashed", "timeout", "invalid", "missing", "tampered")
+STATUSES = ("graded", "crashed", "timeout", "limit", "invalid", "missing", "tampered")
+#: Feedback pages forbid scripts and every resource but inline images and styles.
+CONTENT_SECURITY_POLICY = (
+    '<meta http-equiv="Content-Security-Policy" '
+    "content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:\">"
+)
 CSV_COLUMNS = ("student_id", "assignment_id", "score", "max_score", "status", "detail")
 #: Default seconds one submission may take to grade, all cells together.
 NOTEBOOK_TIMEOUT = 1800
+#: Larger submitted notebooks are not read (outputs are cleared before grading anyway).
+MAX_NOTEBOOK_BYTES = 64 << 20
 
 
 @dataclass
@@ -144,6 +163,9 @@ class _Job:
 
 def _read_problem(path: Path) -> str | None:
     """Why a submitted notebook cannot be graded, or None if it can."""
+    size = path.stat().st_size
+    if size > MAX_NOTEBOOK_BYTES:
+        return f"{path.name} is {size / (1 << 20):.0f} MiB; a notebook may be at most {MAX_NOTEBOOK_BYTES >> 20} MiB (clear its outputs)"
     try:
         nb = nbformat.read(path, as_version=4)
         nbformat.validate(nb)
@@ -155,6 +177,9 @@ def _read_problem(path: Path) -> str | None:
 
 def _failure(log: str) -> tuple[str, str]:
     """Classify a failed ``nbgrader autograde`` from its log: (status, explanation)."""
+    if "CellTimeoutError" in log:
+        return "timeout", ("a cell went on running after it was interrupted at the cell time limit "
+                           "(does your code catch KeyboardInterrupt, or ignore SIGINT?)")
     if "DeadKernelError" in log or "Kernel died" in log:
         return "crashed", "the Python kernel died while your notebook ran (e.g. os._exit, a segfault, running out of memory)"
     if "ValidationError" in log or "metadata" in log.lower():
@@ -179,7 +204,8 @@ def _grade_one(job: _Job, master_db: Path, work: Path, course: Course, feedback_
     """Autograde one student's assignment in its own temporary nbgrader course."""
     folder = Path(tempfile.mkdtemp(prefix="job_", dir=work))
     shutil.copy(master_db, folder / "gradebook.db")
-    write_course_config(folder, cell_timeout=settings["cell_timeout"])
+    sandboxed = settings["bwrap"] is not None
+    write_course_config(folder, cell_timeout=settings["cell_timeout"], kernel=KERNEL_NAME if sandboxed else None)
     (folder / "source" / job.assignment).mkdir(parents=True)
     submitted = folder / "submitted" / job.student / job.assignment
     submitted.mkdir(parents=True)
@@ -196,11 +222,20 @@ def _grade_one(job: _Job, master_db: Path, work: Path, course: Course, feedback_
     )
     max_score = settings["max_scores"][job.assignment]
     args = ["autograde", job.assignment, "--student", job.student, "--force"]
-    try:
-        result = run_nbgrader(args, cwd=folder, timeout=settings["notebook_timeout"], env=env)
-    except subprocess.TimeoutExpired:
-        seconds = settings["notebook_timeout"]
-        return Grade(job.student, job.assignment, 0.0, max_score, "timeout", f"grading took longer than {seconds} s")
+    box = (JobSandbox(folder, course.root, settings["limits"], settings["bwrap"],
+                      {"OMP_NUM_THREADS": settings["threads"], "CS_DENSE_DATA": str(course.data)})
+           if sandboxed else contextlib.nullcontext())
+    with box:
+        try:
+            result = run_nbgrader(args, cwd=folder, timeout=settings["notebook_timeout"],
+                                  env={**env, **box.env()} if sandboxed else env,
+                                  started=box.watch if sandboxed else None)
+        except subprocess.TimeoutExpired:
+            seconds = settings["notebook_timeout"]
+            return Grade(job.student, job.assignment, 0.0, max_score, "timeout", f"grading took longer than {seconds} s")
+        hit = box.limit_hit() if sandboxed else None
+    if hit:
+        return Grade(job.student, job.assignment, 0.0, max_score, "limit", describe_limit(hit, settings["limits"]))
     if result.returncode != 0:
         status, detail = _failure(result.stdout + result.stderr)
         return Grade(job.student, job.assignment, 0.0, max_score, status, detail)
@@ -214,8 +249,16 @@ def _grade_one(job: _Job, master_db: Path, work: Path, course: Course, feedback_
     if generated.is_dir():
         target.mkdir(parents=True, exist_ok=True)
         for page in generated.glob("*.html"):
-            shutil.copy(page, target / page.name)
+            (target / page.name).write_text(_with_policy(page.read_text()))
     return Grade(job.student, job.assignment, score, max_score, "graded", detail)
+
+
+def _with_policy(page: str) -> str:
+    """The page with the Content-Security-Policy as the first element of its head."""
+    head = re.search(r"<head(\s[^>]*)?>", page, re.IGNORECASE)
+    if head is None:
+        raise ValueError("a feedback page without <head>")
+    return page[: head.end()] + CONTENT_SECURITY_POLICY + page[head.end():]
 
 
 def _explain_page(grade: Grade, notebook_names: list[str], feedback_out: Path) -> None:
@@ -229,7 +272,8 @@ def _explain_page(grade: Grade, notebook_names: list[str], feedback_out: Path) -
         "to see the visible tests before you submit.</p>"
     )
     for name in notebook_names:
-        (target / f"{name}.html").write_text(f"<!DOCTYPE html><html><body>{body}</body></html>\n")
+        page = f"<!DOCTYPE html><html><head>{CONTENT_SECURITY_POLICY}</head><body>{body}</body></html>\n"
+        (target / f"{name}.html").write_text(page)
 
 
 # --------------------------------------------------------------------------- the run
@@ -256,6 +300,11 @@ def find_jobs(submissions: Path, course: Course, assignments: list[str] | None) 
     for student in students:
         for assignment in assignments:
             names = course.notebook_names(assignment)
+            links = _symlinks(submissions, student, assignment)
+            if links:
+                rows.append(Grade(student, assignment, 0.0, 0.0, "invalid",
+                                  f"{', '.join(links)}: a symbolic link, which is not graded; submit the file itself"))
+                continue
             found = [submissions / student / assignment / f"{n}.ipynb" for n in names]
             found = [p for p in found if p.is_file()]
             if not found:
@@ -269,6 +318,16 @@ def find_jobs(submissions: Path, course: Course, assignments: list[str] | None) 
     return jobs, rows
 
 
+def _symlinks(submissions: Path, student: str, assignment: str) -> list[str]:
+    """Symbolic links among a submission's folders and files (relative paths)."""
+    top = submissions / student / assignment
+    candidates = [submissions / student, top]
+    if top.is_dir() and not top.is_symlink() and not (submissions / student).is_symlink():
+        for folder, dirs, files in os.walk(top):
+            candidates += [Path(folder, n) for n in dirs + files]
+    return [str(p.relative_to(submissions)) for p in candidates if p.is_symlink()]
+
+
 def autograde(
     course: Course,
     submissions: Path,
@@ -278,6 +337,8 @@ def autograde(
     assignments: list[str] | None = None,
     notebook_timeout: float = NOTEBOOK_TIMEOUT,
     cell_timeout: int | None = None,
+    sandbox: bool = True,
+    limits: Limits | None = None,
     progress=print,
 ) -> list[Grade]:
     """Grade every submission; write ``out/grades.csv`` and ``out/feedback/``; return the rows.
@@ -290,10 +351,13 @@ def autograde(
         assignments: only these assignments (default: every known one found in submissions).
         notebook_timeout: seconds one submission may take in all.
         cell_timeout: seconds one cell may take (default: the course setting).
+        sandbox: run each kernel in the bubblewrap sandbox (``False`` only for trusted code).
+        limits: memory, task and disk limits of each sandboxed job (default :class:`Limits`).
         progress: called with a line of text per graded submission.
 
     Raises:
         ValueError: bad arguments or an empty submissions folder.
+        SandboxUnavailable: ``sandbox`` is true and bubblewrap is missing or cannot run.
         EnvironmentTampered: a submission changed installed files; the rows graded so far
             are written first.
     """
@@ -301,16 +365,20 @@ def autograde(
         raise ValueError(f"workers must be at least 1, got {workers}")
     submissions, out = Path(submissions).resolve(), Path(out).resolve()
     jobs, rows = find_jobs(submissions, course, assignments)
+    bwrap = find_bwrap() if sandbox else None
     out.mkdir(parents=True, exist_ok=True)
     feedback_out = out / "feedback"
     if feedback_out.exists():
         shutil.rmtree(feedback_out)
     feedback_out.mkdir()
-    snapshot = Snapshot(course)
+    # In the sandbox the course and the environment are read-only to student code; without
+    # it, a snapshot catches (and undoes) changes. Not both: the snapshot would undo an
+    # instructor's own edits made during a long run.
+    snapshot = Snapshot(course) if bwrap is None else None
     with tempfile.TemporaryDirectory(prefix="cs_dense_autograde_") as tmp:
         work = Path(tmp)
         settings = {"notebook_timeout": notebook_timeout, "cell_timeout": cell_timeout, "max_scores": {},
-                    "threads": kernel_threads(workers)}
+                    "threads": kernel_threads(workers), "bwrap": bwrap, "limits": limits or Limits()}
         master_dbs = {}
         for assignment in sorted({j.assignment for j in jobs} | {r.assignment_id for r in rows}):
             master = work / f"master_{assignment}"
@@ -342,6 +410,8 @@ def _run_jobs(jobs, master_dbs, work, course, feedback_out, settings, snapshot, 
 
     def audit(job: _Job) -> bool:
         """True if the snapshot still holds; otherwise restore and say which jobs may be at fault."""
+        if snapshot is None:
+            return True
         changed_course, changed_env = snapshot.changes()
         if changed_env:
             raise EnvironmentTampered(

@@ -12,6 +12,12 @@ from cs_dense.course.check import check, format_results
 from cs_dense.course.layout import find_course
 from cs_dense.course.release import release
 from cs_dense.course.samples import BUGS, write_samples
+from cs_dense.course.sandbox import Limits, SandboxUnavailable, find_bwrap, parse_size
+
+NO_SANDBOX_WARNING = (
+    "cs-dense: WARNING: grading without the sandbox: student code runs as you, can read the hidden tests "
+    "and solutions, use the network and change your files. Use this only for code you trust."
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="submissions graded at once (default 1)")
     p.add_argument("--assignment", action="append", dest="assignments", help="only this assignment (repeatable)")
     p.add_argument("--timeout", type=float, default=NOTEBOOK_TIMEOUT, help="seconds allowed per submission")
+    p.add_argument("--no-sandbox", action="store_true", help="run student code without bubblewrap (trusted code only)")
+    p.add_argument("--memory-limit", type=parse_size, default=Limits.memory, metavar="SIZE",
+                   help="memory per submission, e.g. 4G (default 4G)")
+    p.add_argument("--pids-limit", type=int, default=Limits.pids, metavar="N",
+                   help=f"processes and threads per submission (default {Limits.pids})")
 
     p = commands.add_parser("demo", help="grade the bundled sample submissions and print the table")
     p.add_argument("--out", type=Path, default=None, help="keep grades.csv and feedback/ here")
@@ -62,21 +73,31 @@ def main(argv: list[str] | None = None) -> int:
             for path in write_samples(course):
                 print(f"wrote {path.relative_to(course.root)}")
         elif args.command == "autograde":
-            rows = autograde(course, args.submissions, args.out, workers=args.workers,
-                             assignments=args.assignments, notebook_timeout=args.timeout)
+            limits = Limits(memory=args.memory_limit, pids=args.pids_limit)
+            if args.no_sandbox:
+                print(NO_SANDBOX_WARNING, file=sys.stderr)
+            rows = autograde(course, args.submissions, args.out, workers=args.workers, assignments=args.assignments,
+                             notebook_timeout=args.timeout, sandbox=not args.no_sandbox, limits=limits)
             print(format_table(rows))
             print(f"\nwrote {args.out / 'grades.csv'} and feedback in {args.out / 'feedback'}")
         elif args.command == "demo":
+            try:
+                find_bwrap()
+                sandbox = True
+            except SandboxUnavailable as error:  # the samples are the course's own code
+                print(f"cs-dense: {error}", file=sys.stderr)
+                print(NO_SANDBOX_WARNING, file=sys.stderr)
+                sandbox = False
             with tempfile.TemporaryDirectory(prefix="cs_dense_demo_") as tmp:
                 out = args.out or Path(tmp)
                 print(f"grading the sample submissions in {course.data / 'samples'} ...")
-                rows = autograde(course, course.data / "samples", out, workers=args.workers)
+                rows = autograde(course, course.data / "samples", out, workers=args.workers, sandbox=sandbox)
                 print()
                 print(format_table(rows))
                 print(_explain_samples())
                 if args.out:
                     print(f"\nfeedback pages: {args.out / 'feedback'}")
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, SandboxUnavailable) as error:
         print(f"cs-dense: error: {error}", file=sys.stderr)
         return 2
     return 0

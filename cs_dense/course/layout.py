@@ -85,11 +85,13 @@ def tool_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def write_course_config(folder: Path, *, cell_timeout: int | None = None) -> None:
+def write_course_config(folder: Path, *, cell_timeout: int | None = None, kernel: str | None = None) -> None:
     """Write an ``nbgrader_config.py`` for a temporary course folder using the course settings.
 
     The folder gets nbgrader's default layout (``source/``, ``release/``, ``submitted/``,
-    ``autograded/``, ``feedback/``) and its own ``gradebook.db``.
+    ``autograded/``, ``feedback/``) and its own ``gradebook.db``. ``kernel`` names the
+    kernelspec notebooks run with (the sandbox's); it talks over Unix sockets, since TCP
+    does not cross the sandbox's network namespace.
     """
     lines = [
         "from cs_dense.course.settings import configure",
@@ -102,11 +104,15 @@ def write_course_config(folder: Path, *, cell_timeout: int | None = None) -> Non
     ]
     if cell_timeout is not None:
         lines.append(f"c.Execute.timeout = {int(cell_timeout)}")
+    if kernel is not None:
+        lines += [f"c.Execute.kernel_name = {kernel!r}", 'c.Execute.transport = "ipc"']
     (folder / "nbgrader_config.py").write_text("\n".join(lines) + "\n")
 
 
-def run_nbgrader(args: list[str], cwd: Path, *, timeout: float | None = None, env: dict | None = None):
+def run_nbgrader(args: list[str], cwd: Path, *, timeout: float | None = None, env: dict | None = None, started=None):
     """Run ``nbgrader ARGS`` in ``cwd``; return the CompletedProcess (output captured, not raised).
+
+    ``started``, if given, is called with nbgrader's pid once it runs.
 
     Raises:
         subprocess.TimeoutExpired: it ran longer than ``timeout`` seconds. nbgrader and
@@ -125,6 +131,8 @@ def run_nbgrader(args: list[str], cwd: Path, *, timeout: float | None = None, en
         stderr=subprocess.PIPE,
         text=True,
     ) as process:
+        if started is not None:
+            started(process.pid)
         try:
             stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

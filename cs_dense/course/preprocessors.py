@@ -1,13 +1,34 @@
-"""nbgrader preprocessors the course adds to the autograde and feedback steps."""
+"""nbgrader preprocessors the course adds to the autograde and feedback steps.
+
+Hidden tests are kept out of everything a student sees, whatever their code prints:
+:class:`MoveHiddenTestsLast` runs each grade cell's hidden part as a cell of its own after
+the whole notebook, so no output the feedback shows was produced after hidden-test source
+entered the kernel; :class:`Execute` puts back every earlier output as it was before the
+first hidden cell ran (a later cell could otherwise rewrite one through a display id); and
+:class:`HiddenVerdicts` turns each hidden cell into one fixed line in its grade cell,
+"passed" or "failed", and removes it. The verdict's text is the grader's, never the
+kernel's: a failure message written by code that could read the hidden tests could carry
+them out.
+"""
 
 from __future__ import annotations
 
+import copy
+import html
 import re
+import uuid
 from pathlib import Path
 
+from jupyter_core.paths import jupyter_runtime_dir
+
+from nbformat.v4 import new_code_cell, new_output
 from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor
+from nbgrader.preprocessors import Execute as NbgraderExecute
+from traitlets import Integer, Unicode
 
 import cs_dense.grading
+from cs_dense.course.layout import BEGIN_HIDDEN, END_HIDDEN
+from cs_dense.course.settings import MAX_OUTPUT_BYTES
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 #: Where the grading library lives; its frames in a traceback are noise to a student.
@@ -32,23 +53,176 @@ class StderrAsStdout(NbGraderPreprocessor):
 
 
 class HideHiddenTests(ClearHiddenTests):
-    """Remove hidden tests from feedback, including the traceback lines that quote them.
+    """Remove hidden tests and the grader's traceback frames from feedback.
 
-    The error message a check raised is kept (it explains what was wrong). Traceback
-    frames of the test cell itself (they may quote hidden lines) and of the grading
-    library are dropped; frames inside the student's own code stay, so they can find the
-    line that failed.
+    Autograding already runs hidden tests apart (:class:`MoveHiddenTestsLast`); removing
+    them here too covers notebooks autograded some other way. The error message a check
+    raised is kept (it explains what was wrong), and so are the frames of the test cell
+    and of the student's own code, so they can find the line that failed.
     """
 
     def preprocess_cell(self, cell, resources, cell_index):
-        had_hidden = cell.cell_type == "code" and self.begin_test_delimeter in cell.source
         cell, resources = super().preprocess_cell(cell, resources, cell_index)
-        if not had_hidden:
-            return cell, resources
-        hidden = (f"Cell In[{cell.get('execution_count')}]", GRADING_PACKAGE)
-        for output in cell.get("outputs", []):
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
             if output.get("output_type") == "error":
-                frames = [f for f in output.get("traceback", []) if not any(h in _ANSI.sub("", f) for h in hidden)]
-                note = "(frames of the test cell, which holds hidden tests, and of the grader are not shown)"
-                output["traceback"] = [*frames[:-1], note, *frames[-1:]]
+                traceback = output.get("traceback", [])
+                frames = [f for f in traceback if GRADING_PACKAGE not in _ANSI.sub("", f)]
+                if len(frames) < len(traceback):
+                    output["traceback"] = [*frames[:-1], "(frames of the grader are not shown)", *frames[-1:]]
+        return cell, resources
+
+
+_HIDDEN_OF = "cs_dense_hidden_tests_of"
+HIDDEN_FAILED = "HiddenTestsFailed"
+
+
+def _grade_id(cell) -> str | None:
+    nbgrader = cell.get("metadata", {}).get("nbgrader", {})
+    return nbgrader.get("grade_id") if nbgrader.get("grade") else None
+
+
+class MoveHiddenTestsLast(NbGraderPreprocessor):
+    """Split each grade cell's hidden tests into a cell of their own at the end of the notebook.
+
+    The grade cell keeps its visible lines where it was; the hidden lines run after every
+    other cell, in the order of their grade cells, in the same kernel.
+    """
+
+    def preprocess(self, nb, resources):
+        hidden_cells = []
+        for cell in nb.cells:
+            cell.get("metadata", {}).pop(_HIDDEN_OF, None)  # only this preprocessor marks cells
+            grade_id = _grade_id(cell)
+            if cell.cell_type != "code" or grade_id is None or BEGIN_HIDDEN not in cell.source:
+                continue
+            visible, hidden, inside = [], [], False
+            for line in cell.source.splitlines():
+                if line.strip() == BEGIN_HIDDEN:
+                    inside = True
+                elif line.strip() == END_HIDDEN:
+                    inside = False
+                else:
+                    (hidden if inside else visible).append(line)
+            cell.source = "\n".join(visible)
+            hidden_cell = new_code_cell("\n".join(hidden))
+            hidden_cell.metadata[_HIDDEN_OF] = grade_id
+            hidden_cells.append(hidden_cell)
+        nb.cells.extend(hidden_cells)
+        return nb, resources
+
+
+class Execute(NbgraderExecute):
+    """nbgrader's Execute, with a cap on each cell's output and the visible outputs frozen.
+
+    From the first hidden-test cell on, nothing the kernel sends can change the outputs
+    of the cells before it: they are restored as they were when it started.
+    """
+
+    max_output_bytes = Integer(MAX_OUTPUT_BYTES, help="bytes of output one cell may produce").tag(config=True)
+    transport = Unicode("tcp", help="the kernel's transport: tcp, or ipc (Unix sockets, for the sandbox)").tag(config=True)
+
+    def create_kernel_manager(self):
+        manager = super().create_kernel_manager()
+        if self.transport == "ipc":  # sockets beside the connection file, in the runtime folder
+            stem = Path(jupyter_runtime_dir(), f"kernel-{uuid.uuid4()}")
+            manager.transport = "ipc"
+            manager.connection_file = f"{stem}.json"
+            manager.ip = f"{stem}-ipc"
+        return manager
+
+    def preprocess(self, nb, resources=None, km=None):
+        self._frozen = None
+        self._sizes: dict[int, int] = {}
+        nb, resources = super().preprocess(nb, resources, km)
+        if self._frozen is not None:
+            outputs, metadata = self._frozen
+            for cell, saved in zip(nb.cells, outputs):
+                if saved is not None:
+                    cell.outputs = saved
+            nb.metadata = metadata
+        return nb, resources
+
+    def preprocess_cell(self, cell, resources, index):
+        if self._frozen is None and _HIDDEN_OF in cell.metadata:
+            self._frozen = (
+                [copy.deepcopy(c.get("outputs")) if c.cell_type == "code" else None for c in self.nb.cells[:index]],
+                copy.deepcopy(self.nb.metadata),
+            )
+        return super().preprocess_cell(cell, resources, index)
+
+    def output(self, outs, msg, display_id, cell_index):
+        size = len(str(msg.get("content", "")))
+        used = self._sizes.get(cell_index, 0)
+        self._sizes[cell_index] = used + size
+        if used + size > self.max_output_bytes:
+            if used <= self.max_output_bytes:
+                self._sizes[cell_index] = self.max_output_bytes + 1
+                note = (f"[output cut: this cell printed more than {self.max_output_bytes >> 20} MiB; "
+                        "the rest is not shown]\n")
+                outs.append(new_output("stream", name="stdout", text=note))
+            return None
+        return super().output(outs, msg, display_id, cell_index)
+
+
+class HiddenVerdicts(NbGraderPreprocessor):
+    """Replace each hidden-test cell by one line in its grade cell, and remove it.
+
+    A failed hidden cell adds an error output to the grade cell, so the cell scores zero.
+    """
+
+    def preprocess(self, nb, resources):
+        by_id = {_grade_id(c): c for c in nb.cells if _grade_id(c) is not None}
+        kept = []
+        for cell in nb.cells:
+            grade_id = cell.get("metadata", {}).get(_HIDDEN_OF)
+            if grade_id is None:
+                kept.append(cell)
+                continue
+            target = by_id[grade_id]
+            if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+                target.outputs.append(new_output(
+                    "error", ename=HIDDEN_FAILED,
+                    evalue="the hidden tests of this exercise failed (their messages are not shown: code that runs "
+                           "after the hidden tests could copy them into a message). Check the cases the visible "
+                           "tests do not cover: other shapes, devices, dtypes, empty inputs.",
+                    traceback=[f"{HIDDEN_FAILED}: the hidden tests of this exercise failed"],
+                ))
+            else:
+                target.outputs.append(new_output("stream", name="stdout", text="hidden tests: passed\n"))
+        nb.cells = kept
+        return nb, resources
+
+
+def _from_the_source(cell) -> bool:
+    """Whether nbgrader restored this cell from the source notebook (a locked cell it knows).
+
+    nbgrader forces the locked flag of a known cell to the source's, overwrites its text,
+    and deletes the grade id of a cell the gradebook does not have.
+    """
+    nbgrader = cell.get("metadata", {}).get("nbgrader", {})
+    return bool(nbgrader.get("locked") and nbgrader.get("grade_id"))
+
+
+#: Output types feedback shows; others (HTML, JavaScript, SVG, widgets) become their text form.
+_SAFE_MIME = ("text/plain", "image/png", "image/jpeg")
+
+
+class SafeFeedback(NbGraderPreprocessor):
+    """Feedback shows only text and raster images from a submission, and no markup of its own.
+
+    Rich outputs keep their ``text/plain`` form; markdown cells not restored from the
+    source are shown as escaped text, so neither can put HTML or script in the page. (The page also
+    forbids every script through its Content-Security-Policy; see ``autograde``.)
+    """
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        if cell.cell_type == "code":
+            for output in cell.get("outputs", []):
+                if "data" in output:
+                    output["data"] = {k: v for k, v in output["data"].items() if k in _SAFE_MIME}
+                    output["metadata"] = {}
+        elif cell.cell_type in ("markdown", "raw") and not _from_the_source(cell):
+            cell.cell_type = "markdown"
+            cell.source = "<pre>" + html.escape(cell.source) + "</pre>"
+            cell.pop("attachments", None)
         return cell, resources

@@ -10,6 +10,8 @@ from __future__ import annotations
 #: Seconds one cell may run before nbgrader interrupts it (the cell then scores 0 and the
 #: rest of the notebook still runs). Training cells use small budgets under autograding.
 CELL_TIMEOUT = 120
+#: Bytes of output one cell may produce under autograding; the rest is cut with a note.
+MAX_OUTPUT_BYTES = 4 << 20
 #: What a solution region becomes in the student's notebook.
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 #: Traceback lines kept in autograded notebooks (a long traceback buries the message).
@@ -29,8 +31,12 @@ def configure(c) -> None:
     c.OverwriteCells.add_missing_cells = True
     # Library warnings print to stderr, and nbgrader zeroes a grade cell with any stderr
     # output; relabel stderr before grades are saved so a correct answer keeps its points.
+    # Hidden tests run after the whole notebook, and only a pass/fail line of theirs is kept
+    # (see cs_dense.course.preprocessors); each cell's output is capped.
     c.Autograde.autograde_preprocessors = [
-        "nbgrader.preprocessors.Execute",
+        "cs_dense.course.preprocessors.MoveHiddenTestsLast",
+        "cs_dense.course.preprocessors.Execute",
+        "cs_dense.course.preprocessors.HiddenVerdicts",
         "cs_dense.course.preprocessors.StderrAsStdout",
         "nbconvert.preprocessors.ClearMetadataPreprocessor",
         "nbgrader.preprocessors.LimitOutput",
@@ -43,5 +49,6 @@ def configure(c) -> None:
     c.GenerateFeedback.preprocessors = [
         "nbgrader.preprocessors.GetGrades",
         "cs_dense.course.preprocessors.HideHiddenTests",
+        "cs_dense.course.preprocessors.SafeFeedback",
         "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
     ]
