@@ -258,7 +258,9 @@ class JobSandbox:
     def argv(self) -> list[str]:
         """The kernel command: join the job's cgroups (if any), then bwrap, then ipykernel."""
         python = sys.executable
-        binds = ["--ro-bind", "/usr", "/usr"]
+        # the private tmpfs first: a bind under /tmp (a course or venv there) must go on top of it
+        binds = ["--size", str(self.limits.disk), "--tmpfs", "/tmp", "--size", str(self.limits.disk), "--tmpfs", WORK,
+                 "--ro-bind", "/usr", "/usr"]
         for name in ("bin", "lib", "lib32", "lib64", "sbin"):
             top = Path("/") / name
             if top.is_symlink():
@@ -282,8 +284,6 @@ class JobSandbox:
             "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "grading",
             *binds,
             "--proc", "/proc", "--dev", "/dev",
-            "--size", str(self.limits.disk), "--tmpfs", "/tmp",
-            "--size", str(self.limits.disk), "--tmpfs", WORK,
             "--bind", str(self.runtime), str(self.runtime),
             "--remount-ro", "/",  # the sandbox's own root: no writable folders but those above
             "--chdir", WORK, "--clearenv",
