@@ -180,13 +180,11 @@ class HiddenVerdicts(NbGraderPreprocessor):
                 continue
             target = by_id[grade_id]
             if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
-                target.outputs.append(new_output(
-                    "error", ename=HIDDEN_FAILED,
-                    evalue="the hidden tests of this exercise failed (their messages are not shown: code that runs "
-                           "after the hidden tests could copy them into a message). Check the cases the visible "
-                           "tests do not cover: other shapes, devices, dtypes, empty inputs.",
-                    traceback=[f"{HIDDEN_FAILED}: the hidden tests of this exercise failed"],
-                ))
+                why = ("the hidden tests of this exercise failed (their messages are not shown: code that runs "
+                       "after the hidden tests could copy them into a message). Check the cases the visible "
+                       "tests do not cover: other shapes, devices, dtypes, empty inputs.")
+                target.outputs.append(new_output("error", ename=HIDDEN_FAILED, evalue=why,
+                                                 traceback=[f"{HIDDEN_FAILED}: {why}"]))
             else:
                 target.outputs.append(new_output("stream", name="stdout", text="hidden tests: passed\n"))
         nb.cells = kept
