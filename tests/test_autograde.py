@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import html
 import json
 import os
@@ -302,6 +303,11 @@ def _page(out, student: str) -> str:
     return (out / "feedback" / student / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text()
 
 
+def _printed(out, student: str) -> str:
+    """A feedback page as text (printed lines differ from the source's quoted strings)."""
+    return html.unescape(re.sub(r"<[^>]+>", "", _page(out, student)))
+
+
 def test_limits_are_explained(graded):
     _, _, rows, out, _, _ = graded
     detail = {r.student_id: r.detail for r in rows}
@@ -315,10 +321,7 @@ def test_limits_are_explained(graded):
 
 def test_what_the_sandbox_refused_shows_in_feedback(graded):
     _, _, _, out, _, _ = graded
-
-    def printed(student: str) -> str:  # the page as text; printed lines differ from the source's quotes
-        return html.unescape(re.sub(r"<[^>]+>", "", _page(out, student)))
-
+    printed = functools.partial(_printed, out)
     environment = printed("writes_environment")
     assert "WROTE /" not in environment and len(re.findall(r"refused /\S+ 30", environment)) == 5  # EROFS
     network = printed("network")
@@ -352,7 +355,7 @@ def test_feedback_exists_for_everyone_and_hides_hidden_tests(graded):
     assert "guards.py" not in forbidden_page
     assert "hidden tests: passed" in _page(out, "complete")
     assert "the hidden tests of this exercise failed" in _page(out, "prints_caller")
-    rewritten = html.unescape(re.sub(r"<[^>]+>", "", _page(out, "rewrites_output")))
+    rewritten = _printed(out, "rewrites_output")
     assert "'placeholder-3f'" in rewritten and f"LEAKED '{HIDDEN_MARKER}" not in rewritten
 
 

@@ -183,10 +183,10 @@ class Watchdog(threading.Thread):
         super().__init__(daemon=True)
         self.root_pid, self.limits, self.interval = root_pid, limits, interval
         self.reason: str | None = None
-        self._stop = threading.Event()
+        self._stopped = threading.Event()  # not `_stop`: threading.Thread has a method of that name
 
     def run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stopped.wait(self.interval):
             try:
                 family = psutil.Process(self.root_pid).children(recursive=True)
             except psutil.NoSuchProcess:
@@ -204,7 +204,7 @@ class Watchdog(threading.Thread):
                         process.kill()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopped.set()
 
 
 # --------------------------------------------------------------------------- one job
