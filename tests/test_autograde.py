@@ -418,3 +418,74 @@ def test_without_the_sandbox_grading_still_works_and_catches_tampering(tmp_path,
     assert got["complete"] == (5, "graded") and got["blank"] == (0, "graded")
     assert got["tampers"] == (0, "tampered")
     assert (course.solutions / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").read_bytes() == solution_before
+
+
+# --------------------------------------------------------------- checks the kernel cannot switch off
+
+REAL = "00_tasks_and_data"
+#: Turns every later test cell into `pass` (every test "passes" in the kernel), but lets the
+#: grader's cross-check cell run: a kernel that does not answer it loses every point.
+SKIP_TESTS = (
+    "def _skip_tests(lines):\n"
+    "    text = ''.join(lines)\n"
+    "    return ['pass\\n'] if 'check' in text and 'crosscheck' not in text else lines\n"
+    "get_ipython().input_transformers_post.append(_skip_tests)\n"
+)
+#: Replaces the checking functions every test cell imports, and torch's comparisons.
+PATCH_CHECKS = (
+    "import torch, cs_dense.grading, cs_dense.grading.harness, cs_dense.grading.checks\n"
+    "def _agree(*args, **kwargs):\n"
+    "    return None\n"
+    "for _module in (cs_dense.grading, cs_dense.grading.harness, cs_dense.grading.checks):\n"
+    "    for _name in ('compare', 'assert_tensor_close', 'assert_int_equal', 'assert_scalar_close', 'assert_dict_close'):\n"
+    "        if hasattr(_module, _name):\n"
+    "            setattr(_module, _name, _agree)\n"
+    "torch.equal = lambda *args: True\n"
+    "torch.testing.assert_close = _agree\n"
+)
+WRONG_BOX_CONVERT = "def box_convert(boxes, in_fmt, out_fmt):\n    return boxes.clone()\n"
+
+
+@pytest.fixture(scope="module")
+def tampering(tmp_path_factory):
+    """Notebook 00's complete sample with one exercise made wrong and the kernel patched to hide it."""
+    _require_sandbox()
+    from cs_dense.course.layout import Course
+
+    course = Course(Path(__file__).resolve().parents[1])
+    root = tmp_path_factory.mktemp("tampering")
+    sample = course.data / "samples" / "complete" / REAL / f"{REAL}.ipynb"
+    masks_cell = next(c for c in nbformat.read(sample, as_version=4).cells if c.metadata["nbgrader"]["grade_id"] == "masks_to_boxes")
+    wrong_masks = masks_cell.source.replace("x2 = width - cols.flip(-1).argmax(dim=1)", "x2 = width - 1 - cols.flip(-1).argmax(dim=1)")
+    assert wrong_masks != masks_cell.source
+    variants = {  # student -> (solution cell, its new source, expected score)
+        "skips_tests": ("box_convert", SKIP_TESTS + WRONG_BOX_CONVERT, 6),
+        "patches_checks": ("masks_to_boxes", PATCH_CHECKS + wrong_masks, 6),
+        # every later cell becomes `pass`, the cross-check's too: it gets no answers
+        "silences_everything": ("box_convert", "get_ipython().input_transformers_post.append(lambda lines: ['pass\\n'])\n"
+                                + WRONG_BOX_CONVERT, 0),
+    }
+    for student, (grade_id, source, _) in variants.items():
+        nb = nbformat.read(sample, as_version=4)
+        _set_source(nb, grade_id, source)
+        (root / "subs" / student / REAL).mkdir(parents=True)
+        nbformat.write(nb, root / "subs" / student / REAL / f"{REAL}.ipynb")
+    rows = autograde(course, root / "subs", root / "out", workers=2, progress=lambda line: None)
+    pages = {s: html.unescape(re.sub(r"<[^>]+>", "", (root / "out" / "feedback" / s / REAL / f"{REAL}.html").read_text()))
+             for s in variants}
+    return variants, rows, pages
+
+
+def test_a_patched_kernel_does_not_earn_the_points_of_a_wrong_answer(tampering):
+    variants, rows, pages = tampering
+    assert {r.student_id: (r.score, r.status) for r in rows} == {s: (v[2], "graded") for s, v in variants.items()}
+    # the kernel was fooled: no test failed in it, only the grader's cross-check did
+    for student, cell in (("skips_tests", "box_convert"), ("patches_checks", "masks_to_boxes")):
+        page = pages[student]
+        assert page.count("CrossCheckFailed") == 1, student
+        assert f"judged the answers outside your kernel: {cell} [" in page, student
+        assert page.count("grader's cross-check: passed") == 2, student
+        assert "hidden tests of this exercise failed" not in page, student
+    silenced = pages["silences_everything"]
+    assert silenced.count("the kernel wrote no answers") == 3 and silenced.count("CrossCheckFailed") == 3
+    assert "HiddenTestsFailed" not in silenced  # every hidden test "passed" in the silenced kernel

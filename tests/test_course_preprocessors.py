@@ -1,12 +1,21 @@
 """The course's nbgrader preprocessors on hand-made notebooks (no kernel): hidden tests
-moved out and reduced to a verdict line, feedback reduced to text and images."""
+moved out and reduced to a verdict line, the cross-check's cell placed and its verdicts
+given, feedback reduced to text and images."""
 
 from __future__ import annotations
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from cs_dense.course.preprocessors import HIDDEN_FAILED, HiddenVerdicts, MoveHiddenTestsLast, SafeFeedback
+from cs_dense.course.preprocessors import (
+    CROSSCHECK_FAILED,
+    HIDDEN_FAILED,
+    AddCrossCheck,
+    CrossCheckVerdicts,
+    HiddenVerdicts,
+    MoveHiddenTestsLast,
+    SafeFeedback,
+)
 
 
 def _grade_cell(source: str, grade_id: str):
@@ -50,6 +59,48 @@ def test_verdicts_replace_hidden_cells_and_carry_no_kernel_text():
     assert "secret" not in text
     assert nb.cells[1].outputs[-1].text == "hidden tests: passed\n"
     assert nb.cells[3].outputs[-1].ename == HIDDEN_FAILED
+    assert nb.cells[2].outputs == []
+
+
+def _course_notebook():
+    """Two grade cells of notebook 00 (which have probes) and one made-up cell (which has none)."""
+    nb = new_notebook()
+    nb.cells = [
+        new_code_cell("x = 1"),
+        _grade_cell("check(a)\n### BEGIN HIDDEN TESTS\nsecret_a()\n### END HIDDEN TESTS", "test_box_convert"),
+        _grade_cell("check(b)", "test_made_up"),
+        _grade_cell("check(c)", "test_masks_to_boxes"),
+    ]
+    return nb
+
+
+def test_the_cross_check_runs_after_the_notebook_and_before_hidden_tests():
+    nb, _ = MoveHiddenTestsLast().preprocess(_course_notebook(), {})
+    nb, _ = AddCrossCheck().preprocess(nb, {})
+    assert [("cs_dense_crosscheck" in c.metadata, c.metadata.get("cs_dense_hidden_tests_of")) for c in nb.cells[4:]] == [
+        (True, None),
+        (False, "test_box_convert"),
+    ]
+
+
+def test_no_cross_check_without_probes_and_none_from_the_student():
+    nb = _notebook()
+    nb.cells[0].metadata["cs_dense_crosscheck"] = {"failures": {"test_a": []}}  # a student's forged verdict
+    nb, _ = AddCrossCheck().preprocess(nb, {})
+    assert len(nb.cells) == 4
+    assert not any("cs_dense_crosscheck" in c.metadata for c in nb.cells)
+
+
+def test_cross_check_verdicts_zero_failed_cells():
+    nb, _ = AddCrossCheck().preprocess(_course_notebook(), {})
+    nb.cells[-1].metadata["cs_dense_crosscheck"] = {"seed": 1, "failures": {
+        "test_box_convert": ["box_convert [a case] values differ", "another"], "test_masks_to_boxes": []}}
+    nb, _ = CrossCheckVerdicts().preprocess(nb, {})
+    assert len(nb.cells) == 4
+    failed = nb.cells[1].outputs[-1]
+    assert failed.ename == CROSSCHECK_FAILED
+    assert "box_convert [a case] values differ (and 1 more failed)" in failed.evalue
+    assert nb.cells[3].outputs[-1].text == "grader's cross-check: passed\n"
     assert nb.cells[2].outputs == []
 
 

@@ -9,13 +9,20 @@ first hidden cell ran (a later cell could otherwise rewrite one through a displa
 "passed" or "failed", and removes it. The verdict's text is the grader's, never the
 kernel's: a failure message written by code that could read the hidden tests could carry
 them out.
+
+Before the hidden tests, :class:`AddCrossCheck` adds one more cell: the grader's
+cross-check (:mod:`cs_dense.grading.crosscheck`), which :class:`Execute` fills and judges
+in this process, and :class:`CrossCheckVerdicts` turns into one line per grade cell. A
+grade cell scores only if its tests and its cross-check pass.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import html
 import re
+import secrets
 import uuid
 from pathlib import Path
 
@@ -29,6 +36,7 @@ from traitlets import Integer, Unicode
 import cs_dense.grading
 from cs_dense.course.layout import BEGIN_HIDDEN, END_HIDDEN
 from cs_dense.course.settings import MAX_OUTPUT_BYTES
+from cs_dense.grading import crosscheck
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 #: Where the grading library lives; its frames in a traceback are noise to a student.
@@ -74,6 +82,8 @@ class HideHiddenTests(ClearHiddenTests):
 
 _HIDDEN_OF = "cs_dense_hidden_tests_of"
 HIDDEN_FAILED = "HiddenTestsFailed"
+_CROSSCHECK = "cs_dense_crosscheck"
+CROSSCHECK_FAILED = "CrossCheckFailed"
 
 
 def _grade_id(cell) -> str | None:
@@ -108,6 +118,31 @@ class MoveHiddenTestsLast(NbGraderPreprocessor):
             hidden_cell.metadata[_HIDDEN_OF] = grade_id
             hidden_cells.append(hidden_cell)
         nb.cells.extend(hidden_cells)
+        return nb, resources
+
+
+def _probes(nb) -> dict:
+    """The cross-check's probes of the notebook's grade cells."""
+    from cs_dense.grading.probes import probes_for  # 1.5 s of imports that feedback pages do not need
+
+    return probes_for([g for g in map(_grade_id, nb.cells) if g is not None])
+
+
+class AddCrossCheck(NbGraderPreprocessor):
+    """Add the cross-check cell after the notebook's own cells and before the hidden tests.
+
+    Only grade cells the course knows have probes (a cell a student added with a made-up
+    grade id has none). :class:`Execute` writes the cell's code when it runs it.
+    """
+
+    def preprocess(self, nb, resources):
+        for cell in nb.cells:
+            cell.get("metadata", {}).pop(_CROSSCHECK, None)  # only this preprocessor marks a cell
+        if _probes(nb):
+            first_hidden = next((i for i, c in enumerate(nb.cells) if _HIDDEN_OF in c.metadata), len(nb.cells))
+            cell = new_code_cell("")
+            cell.metadata[_CROSSCHECK] = {}
+            nb.cells.insert(first_hidden, cell)
         return nb, resources
 
 
@@ -148,7 +183,33 @@ class Execute(NbgraderExecute):
                 [copy.deepcopy(c.get("outputs")) if c.cell_type == "code" else None for c in self.nb.cells[:index]],
                 copy.deepcopy(self.nb.metadata),
             )
+        if _CROSSCHECK in cell.metadata:
+            return self._cross_check(cell, resources, index)
         return super().preprocess_cell(cell, resources, index)
+
+    def _cross_check(self, cell, resources, index):
+        """Draw the inputs, let the kernel answer, judge here; the verdicts go in the cell's metadata.
+
+        The answers are read as soon as the cell ends, before any hidden test is sent to
+        the kernel, so nothing in them can come from a hidden test.
+        """
+        seed = secrets.randbits(32)
+        planned = crosscheck.plan(_probes(self.nb), seed)
+        stem = Path(jupyter_runtime_dir(), f"crosscheck-{uuid.uuid4()}")
+        questions, answers = f"{stem}-request.pt", f"{stem}-answers.pt"
+        try:
+            crosscheck.write_request(planned, questions)
+            cell.source = (f"import cs_dense.grading.crosscheck as _cs_dense_crosscheck\n"
+                           f"_cs_dense_crosscheck.answer({questions!r}, {answers!r}, globals())")
+            cell, resources = super().preprocess_cell(cell, resources, index)
+            cell.metadata[_CROSSCHECK] = {"seed": seed, "failures": crosscheck.judge(
+                planned, crosscheck.read_answers(answers, len(planned)))}
+        finally:
+            for path in (questions, answers):
+                with contextlib.suppress(OSError):
+                    Path(path).unlink()
+        cell.outputs = []
+        return cell, resources
 
     def output(self, outs, msg, display_id, cell_index):
         size = len(str(msg.get("content", "")))
@@ -188,6 +249,30 @@ class HiddenVerdicts(NbGraderPreprocessor):
             else:
                 target.outputs.append(new_output("stream", name="stdout", text="hidden tests: passed\n"))
         nb.cells = kept
+        return nb, resources
+
+
+class CrossCheckVerdicts(NbGraderPreprocessor):
+    """Add the cross-check's verdict to each grade cell it probed, and remove its cell.
+
+    A failure adds an error output to the grade cell, so the cell scores zero; the message
+    is the grader's, from answers read before the hidden tests ran.
+    """
+
+    def preprocess(self, nb, resources):
+        by_id = {_grade_id(c): c for c in nb.cells if _grade_id(c) is not None}
+        for cell in [c for c in nb.cells if _CROSSCHECK in c.get("metadata", {})]:
+            for grade_id, failures in cell.metadata[_CROSSCHECK].get("failures", {}).items():
+                target = by_id[grade_id]
+                if failures:
+                    more = f" (and {len(failures) - 1} more failed)" if len(failures) > 1 else ""
+                    why = (f"the grader called your code again after the notebook ran, on fresh inputs, and judged the "
+                           f"answers outside your kernel: {failures[0]}{more}")
+                    target.outputs.append(new_output("error", ename=CROSSCHECK_FAILED, evalue=why,
+                                                     traceback=[f"{CROSSCHECK_FAILED}: {why}"]))
+                else:
+                    target.outputs.append(new_output("stream", name="stdout", text="grader's cross-check: passed\n"))
+        nb.cells = [c for c in nb.cells if _CROSSCHECK not in c.get("metadata", {})]
         return nb, resources
 
 

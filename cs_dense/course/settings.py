@@ -32,11 +32,15 @@ def configure(c) -> None:
     # Library warnings print to stderr, and nbgrader zeroes a grade cell with any stderr
     # output; relabel stderr before grades are saved so a correct answer keeps its points.
     # Hidden tests run after the whole notebook, and only a pass/fail line of theirs is kept
-    # (see cs_dense.course.preprocessors); each cell's output is capped.
+    # (see cs_dense.course.preprocessors); each cell's output is capped. Before them the
+    # grader's cross-check calls the student's functions again and judges the answers
+    # outside the kernel (cs_dense.grading.crosscheck).
     c.Autograde.autograde_preprocessors = [
         "cs_dense.course.preprocessors.MoveHiddenTestsLast",
+        "cs_dense.course.preprocessors.AddCrossCheck",
         "cs_dense.course.preprocessors.Execute",
         "cs_dense.course.preprocessors.HiddenVerdicts",
+        "cs_dense.course.preprocessors.CrossCheckVerdicts",
         "cs_dense.course.preprocessors.StderrAsStdout",
         "nbconvert.preprocessors.ClearMetadataPreprocessor",
         "nbgrader.preprocessors.LimitOutput",
