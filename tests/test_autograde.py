@@ -25,6 +25,7 @@ import pytest
 from cs_dense.course.autograde import autograde, kernel_threads
 from cs_dense.course.check import check
 from cs_dense.course.release import release
+from cs_dense.course.report import NEEDS_A_LOOK, write_report
 from cs_dense.course.samples import write_samples
 from cs_dense.course.sandbox import Limits, SandboxUnavailable, find_bwrap
 from toy_course import ASSIGNMENT, HIDDEN_MARKER, make_toy_course
@@ -278,10 +279,28 @@ def test_grades_csv_has_one_row_per_submission(graded):
     _, variants, _, out, _, _ = graded
     with open(out / "grades.csv", newline="") as handle:
         table = list(csv.DictReader(handle))
-    assert list(table[0]) == ["student_id", "assignment_id", "score", "max_score", "status", "detail"]
+    assert list(table[0]) == ["student_id", "assignment_id", "score", "max_score", "status", "detail", "seconds"]
     assert sorted(r["student_id"] for r in table) == sorted(variants)
     crashed = next(r for r in table if r["student_id"] == "kills_kernel")
     assert "kernel died" in crashed["detail"]
+    ran = [r for r in table if r["status"] not in ("missing", "invalid")]
+    assert all(float(r["seconds"]) > 1 for r in ran)  # a kernel starts; nothing runs in no time
+    assert all(float(r["seconds"]) == 0 for r in table if r not in ran)
+
+
+def test_cells_csv_adds_up_to_the_grades_and_the_report_reads_it(graded):
+    _, variants, rows, out, _, _ = graded
+    with open(out / "cells.csv", newline="") as handle:
+        cells = list(csv.DictReader(handle))
+    assert {(c["grade_id"], c["max_score"]) for c in cells} == {("test_add", "2"), ("test_scale", "3")}
+    for row in rows:  # nbgrader's total for the submission equals the sum of its cells
+        mine = [float(c["score"]) for c in cells if c["student_id"] == row.student_id]
+        assert len(mine) == 2 and sum(mine) == row.score, row.student_id
+    page = write_report(out).read_text()
+    look = page.split("Needs a look (")[1].split("<h2>")[0]
+    needing = {student for student, (_, _, status) in variants.items() if status in NEEDS_A_LOOK}
+    assert needing == {"kills_kernel", "fork_bomb", "memory_bomb", "ignores_interrupt", "symlinked", "unreadable", "enormous"}
+    assert look.startswith(f"{len(needing)})") and all(f"<td>{s}</td>" in look for s in needing)
 
 
 def test_course_files_are_untouched(graded):
@@ -489,3 +508,36 @@ def test_a_patched_kernel_does_not_earn_the_points_of_a_wrong_answer(tampering):
     silenced = pages["silences_everything"]
     assert silenced.count("the kernel wrote no answers") == 3 and silenced.count("CrossCheckFailed") == 3
     assert "HiddenTestsFailed" not in silenced  # every hidden test "passed" in the silenced kernel
+
+
+def test_an_interrupted_run_resumes_and_force_grades_again(tmp_path):
+    course = make_toy_course(tmp_path / "course")
+    release(course)
+    write_samples(course)
+    out = tmp_path / "out"
+
+    def grade(**kwargs) -> tuple[list, list[str]]:
+        lines: list[str] = []
+        rows = autograde(course, course.data / "samples", out, sandbox=False, progress=lines.append, **kwargs)
+        return rows, lines
+
+    first, lines = grade()
+    assert [line.split(" ")[:2] for line in lines] == [["[1/3", "#######"], ["[2/3", "#############"],
+                                                        ["[3/3", "####################"]]
+    assert lines[-1].split("]")[0].endswith("0 min 00 s left")
+    table = (out / "grades.csv").read_text()
+    again, lines = grade()
+    assert lines == [] and again == first and (out / "grades.csv").read_text() == table
+    assert (out / "feedback" / "complete" / ASSIGNMENT / f"{ASSIGNMENT}.html").is_file()
+    # as if the run had stopped before `partial` was graded
+    for name in ("grades.csv", "cells.csv"):
+        text = (out / name).read_text().splitlines(keepends=True)
+        (out / name).write_text("".join(line for line in text if not line.startswith("partial,")))
+    resumed, lines = grade()
+    assert len(lines) == 1 and "partial" in lines[0] and lines[0].startswith("[1/1 ")
+    assert [(r.student_id, r.score, r.cells) for r in resumed] == [(r.student_id, r.score, r.cells) for r in first]
+    _, lines = grade(force=True)
+    assert len(lines) == 3
+    (out / "cells.csv").write_text("something else\n")
+    with pytest.raises(ValueError, match="--force"):
+        grade()

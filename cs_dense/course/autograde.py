@@ -1,7 +1,9 @@
 """Autograde a folder of submissions with nbgrader, one isolated run per notebook.
 
 Layout read: ``SUBMISSIONS/<student_id>/<assignment_id>/<notebook>.ipynb``.
-Written: ``OUT/grades.csv`` and ``OUT/feedback/<student_id>/<assignment_id>/<notebook>.html``.
+Written: ``OUT/grades.csv`` (a row per student and assignment), ``OUT/cells.csv`` (a row per
+student and grade cell: what ``cs-dense report`` reads) and
+``OUT/feedback/<student_id>/<assignment_id>/<notebook>.html``.
 
 What this adds to ``nbgrader autograde``:
 
@@ -26,12 +28,16 @@ What this adds to ``nbgrader autograde``:
   them (:mod:`cs_dense.course.preprocessors`); feedback pages show no markup from the
   submission and forbid every script.
 * A submitted file or folder that is a symbolic link is ``invalid``: it is not followed.
+* Rows are written as each submission finishes, so an interrupted run keeps what it
+  graded; run again with the same ``--out`` and it grades only the rest (``force=True``
+  grades everything again).
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import html
 import os
 import re
@@ -42,7 +48,7 @@ import sysconfig
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
@@ -59,7 +65,8 @@ CONTENT_SECURITY_POLICY = (
     '<meta http-equiv="Content-Security-Policy" '
     "content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:\">"
 )
-CSV_COLUMNS = ("student_id", "assignment_id", "score", "max_score", "status", "detail")
+CSV_COLUMNS = ("student_id", "assignment_id", "score", "max_score", "status", "detail", "seconds")
+CELL_COLUMNS = ("student_id", "assignment_id", "grade_id", "score", "max_score")
 #: Default seconds one submission may take to grade, all cells together.
 NOTEBOOK_TIMEOUT = 1800
 #: Larger submitted notebooks are not read (outputs are cleared before grading anyway).
@@ -76,6 +83,10 @@ class Grade:
     max_score: float
     status: str
     detail: str = ""
+    #: seconds grading took (0 for a submission that was not run)
+    seconds: float = 0.0
+    #: points of each grade cell, by grade id (empty unless graded)
+    cells: dict[str, float] = field(default_factory=dict)
 
 
 class EnvironmentTampered(RuntimeError):
@@ -242,6 +253,7 @@ def _grade_one(job: _Job, master_db: Path, work: Path, course: Course, feedback_
     with Gradebook(f"sqlite:///{folder / 'gradebook.db'}") as gradebook:
         submission = gradebook.find_submission(job.assignment, job.student)
         score = float(submission.score)
+        cells = {grade.name: float(grade.score) for notebook in submission.notebooks for grade in notebook.grades}
     feedback = run_nbgrader(["generate_feedback", job.assignment, "--student", job.student, "--force"], cwd=folder, env=env)
     detail = "" if feedback.returncode == 0 else "feedback could not be generated"
     target = feedback_out / job.student / job.assignment
@@ -250,7 +262,7 @@ def _grade_one(job: _Job, master_db: Path, work: Path, course: Course, feedback_
         target.mkdir(parents=True, exist_ok=True)
         for page in generated.glob("*.html"):
             (target / page.name).write_text(_with_policy(page.read_text()))
-    return Grade(job.student, job.assignment, score, max_score, "graded", detail)
+    return Grade(job.student, job.assignment, score, max_score, "graded", detail, cells=cells)
 
 
 def _with_policy(page: str) -> str:
@@ -339,6 +351,7 @@ def autograde(
     cell_timeout: int | None = None,
     sandbox: bool = True,
     limits: Limits | None = None,
+    force: bool = False,
     progress=print,
 ) -> list[Grade]:
     """Grade every submission; write ``out/grades.csv`` and ``out/feedback/``; return the rows.
@@ -353,7 +366,10 @@ def autograde(
         cell_timeout: seconds one cell may take (default: the course setting).
         sandbox: run each kernel in the bubblewrap sandbox (``False`` only for trusted code).
         limits: memory, task and disk limits of each sandboxed job (default :class:`Limits`).
-        progress: called with a line of text per graded submission.
+        force: grade every submission, even those ``out/grades.csv`` already has a row for
+            (by default those rows, their cells and their feedback are kept).
+        progress: called with a line of text per graded submission: done / total, a bar,
+            the time left at the pace so far, and the row.
 
     Raises:
         ValueError: bad arguments or an empty submissions folder.
@@ -368,9 +384,15 @@ def autograde(
     bwrap = find_bwrap() if sandbox else None
     out.mkdir(parents=True, exist_ok=True)
     feedback_out = out / "feedback"
-    if feedback_out.exists():
+    kept = [] if force else previous_rows(out)
+    done = {(r.student_id, r.assignment_id) for r in kept}
+    jobs = [j for j in jobs if (j.student, j.assignment) not in done]
+    rows = [r for r in rows if (r.student_id, r.assignment_id) not in done]
+    if not kept and feedback_out.exists():
         shutil.rmtree(feedback_out)
-    feedback_out.mkdir()
+    feedback_out.mkdir(exist_ok=True)
+    for job in jobs:  # a half-graded submission's old page must not outlive it
+        shutil.rmtree(feedback_out / job.student / job.assignment, ignore_errors=True)
     # In the sandbox the course and the environment are read-only to student code; without
     # it, a snapshot catches (and undoes) changes. Not both: the snapshot would undo an
     # instructor's own edits made during a long run.
@@ -389,23 +411,35 @@ def autograde(
                 settings["max_scores"][assignment] = float(gradebook.find_assignment(assignment).max_score)
         for row in rows:
             row.max_score = settings["max_scores"][row.assignment_id]
+        cells = {a: grade_cells(course, a) for a in {r.assignment_id for r in kept} | set(settings["max_scores"])}
+        results = Results(out, cells, kept + rows)
+        for row in rows:
+            _explain_page(row, course.notebook_names(row.assignment_id), feedback_out)
+
+        def record(grade: Grade) -> None:
+            if grade.status != "graded":
+                _explain_page(grade, course.notebook_names(grade.assignment_id), feedback_out)
+            results.add(grade)
+
         try:
-            rows += _run_jobs(jobs, master_dbs, work, course, feedback_out, settings, snapshot, workers, progress)
+            _run_jobs(jobs, master_dbs, work, course, feedback_out, settings, snapshot, workers, record, progress)
         finally:
-            for row in rows:
-                if row.status != "graded":
-                    _explain_page(row, course.notebook_names(row.assignment_id), feedback_out)
-            write_csv(rows, out / "grades.csv")
-    return sorted(rows, key=lambda r: (r.student_id, r.assignment_id))
+            results.write()
+    return sorted(results.rows, key=lambda r: (r.student_id, r.assignment_id))
 
 
-def _run_jobs(jobs, master_dbs, work, course, feedback_out, settings, snapshot, workers, progress) -> list[Grade]:
-    """Grade the jobs, checking the snapshot after each; rerun alone any job that may have tampered."""
+def _run_jobs(jobs, master_dbs, work, course, feedback_out, settings, snapshot, workers, record, progress) -> None:
+    """Grade the jobs, checking the snapshot after each; rerun alone any job that may have tampered.
+
+    ``record`` receives each final row as soon as it is known.
+    """
+    pace = _Pace(len(jobs))
 
     def run(job: _Job) -> Grade:
         job.started = time.monotonic()
         grade = _grade_one(job, master_dbs[job.assignment], work, course, feedback_out, settings)
         job.finished = time.monotonic()
+        grade.seconds = round(job.finished - job.started, 1)
         return grade
 
     def audit(job: _Job) -> bool:
@@ -437,19 +471,89 @@ def _run_jobs(jobs, master_dbs, work, course, feedback_out, settings, snapshot, 
                 # Anyone running between the last clean check and now may be at fault.
                 suspects |= {k for k, j in enumerate(jobs) if j.started < now and (j.finished == 0 or j.finished > last_clean)}
             last_clean = now
-            progress(_line(grades[i]))
+            if i not in suspects:
+                record(grades[i])
+                progress(pace.step() + _line(grades[i]))
     for i in sorted(suspects):
         job = jobs[i]
         grades[i] = run(job)
         if not audit(job):
             grades[i] = Grade(job.student, job.assignment, 0.0, grades[i].max_score, "tampered",
-                              "the notebook modified the course's grading files")
-        progress(_line(grades[i]) + "  (re-graded alone)")
-    return [grades[i] for i in range(len(jobs))]
+                              "the notebook modified the course's grading files", grades[i].seconds)
+        record(grades[i])
+        progress(pace.step() + _line(grades[i]) + "  (re-graded alone)")
+
+
+class _Pace:
+    """Done / total, a bar, and the time left at the pace so far."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.start = total, 0, time.monotonic()
+
+    def step(self) -> str:
+        self.done += 1
+        left = (time.monotonic() - self.start) / self.done * (self.total - self.done)
+        bar = "#" * round(20 * self.done / self.total)
+        return f"[{self.done:>{len(str(self.total))}}/{self.total} {bar:<20} {_duration(left)} left] "
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s"
 
 
 def _line(grade: Grade) -> str:
     return f"{grade.student_id:>16} {grade.assignment_id:<24} {grade.score:6.1f} / {grade.max_score:<6.1f} {grade.status}"
+
+
+class Results:
+    """The rows of a run, written to ``grades.csv`` and ``cells.csv`` as each one arrives."""
+
+    def __init__(self, out: Path, cells: dict[str, list[tuple[str, float]]], rows: list[Grade]) -> None:
+        self.out, self.cells, self.rows = out, cells, list(rows)
+        self.write()
+
+    def add(self, grade: Grade) -> None:
+        self.rows.append(grade)
+        self.write()
+
+    def write(self) -> None:
+        """Rewrite both files whole, through a temporary file each, so neither is ever half written."""
+        cells = functools.partial(write_cells_csv, cells=self.cells)
+        for name, writer in (("grades.csv", write_csv), ("cells.csv", cells)):
+            partial = self.out / f".{name}.partial"
+            writer(self.rows, path=partial)
+            partial.replace(self.out / name)
+
+
+def previous_rows(out: Path) -> list[Grade]:
+    """The rows an earlier run wrote to ``out`` (none if it wrote none).
+
+    Raises:
+        ValueError: ``grades.csv`` or ``cells.csv`` is there but not as this version writes them.
+    """
+    paths = out / "grades.csv", out / "cells.csv"
+    if not paths[0].is_file():
+        return []
+    tables = []
+    for path, columns in zip(paths, (CSV_COLUMNS, CELL_COLUMNS)):
+        with open(path, newline="") if path.is_file() else contextlib.nullcontext([]) as handle:
+            reader = csv.DictReader(handle)
+            if tuple(reader.fieldnames or ()) != columns:
+                raise ValueError(f"{path} is not a results file of this version of cs-dense; grade with --force "
+                                 "to start again, or choose another --out")
+            tables.append(list(reader))
+    grades, cells = tables
+    rows = []
+    for g in grades:
+        if g["status"] in ("missing", "invalid"):
+            continue  # found again, in a moment, in case the student has submitted since
+        mine = {c["grade_id"]: float(c["score"]) for c in cells
+                if (c["student_id"], c["assignment_id"]) == (g["student_id"], g["assignment_id"])}
+        rows.append(Grade(g["student_id"], g["assignment_id"], float(g["score"]), float(g["max_score"]), g["status"],
+                          g["detail"], float(g["seconds"]), mine))
+    return rows
 
 
 def write_csv(rows: list[Grade], path: Path) -> None:
@@ -458,7 +562,29 @@ def write_csv(rows: list[Grade], path: Path) -> None:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
         for r in sorted(rows, key=lambda r: (r.student_id, r.assignment_id)):
-            writer.writerow([r.student_id, r.assignment_id, f"{r.score:g}", f"{r.max_score:g}", r.status, r.detail])
+            writer.writerow([r.student_id, r.assignment_id, f"{r.score:g}", f"{r.max_score:g}", r.status, r.detail,
+                             f"{r.seconds:.1f}"])
+
+
+def grade_cells(course: Course, assignment: str) -> list[tuple[str, float]]:
+    """(grade id, points) of every grade cell of an assignment, in notebook order."""
+    cells = []
+    for name in course.notebook_names(assignment):
+        for cell in nbformat.read(course.solutions / assignment / f"{name}.ipynb", as_version=4).cells:
+            meta = cell.get("metadata", {}).get("nbgrader", {})
+            if meta.get("grade"):
+                cells.append((meta["grade_id"], float(meta.get("points", 0))))
+    return cells
+
+
+def write_cells_csv(rows: list[Grade], path: Path, cells: dict[str, list[tuple[str, float]]]) -> None:
+    """A row per submission and grade cell; a submission that was not graded scores 0 in each."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CELL_COLUMNS)
+        for r in sorted(rows, key=lambda r: (r.student_id, r.assignment_id)):
+            for grade_id, points in cells[r.assignment_id]:
+                writer.writerow([r.student_id, r.assignment_id, grade_id, f"{r.cells.get(grade_id, 0.0):g}", f"{points:g}"])
 
 
 def format_table(rows: list[Grade]) -> str:

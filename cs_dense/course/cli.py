@@ -1,4 +1,4 @@
-"""The ``cs-dense`` command: release, autograde, demo, check, samples."""
+"""The ``cs-dense`` command: release, autograde, report, demo, check, samples."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from cs_dense.course.autograde import NOTEBOOK_TIMEOUT, autograde, format_table
 from cs_dense.course.check import check, format_results
 from cs_dense.course.layout import find_course
 from cs_dense.course.release import release
+from cs_dense.course.report import write_report
 from cs_dense.course.samples import BUGS, write_samples
 from cs_dense.course.sandbox import Limits, SandboxUnavailable, find_bwrap, parse_size
 
@@ -39,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="memory per submission, e.g. 4G (default 4G)")
     p.add_argument("--pids-limit", type=int, default=Limits.pids, metavar="N",
                    help=f"processes and threads per submission (default {Limits.pids})")
+    p.add_argument("--force", action="store_true",
+                   help="grade every submission again (by default, those already in OUT/grades.csv are kept)")
+
+    p = commands.add_parser("report", help="after autograde: pass rates, score distributions, what needs a look")
+    p.add_argument("out", type=Path, help="the --out folder of cs-dense autograde")
 
     p = commands.add_parser("demo", help="grade the bundled sample submissions and print the table")
     p.add_argument("--out", type=Path, default=None, help="keep grades.csv and feedback/ here")
@@ -65,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
             results = check(args.notebook)
             print(format_results(args.notebook, results))
             return 0 if all(r.score == r.max_score for r in results) else 1
+        if args.command == "report":
+            print(f"wrote {write_report(args.out)}")
+            return 0
         course = find_course(args.root)
         if args.command == "release":
             for folder in release(course, args.assignments):
@@ -77,9 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.no_sandbox:
                 print(NO_SANDBOX_WARNING, file=sys.stderr)
             rows = autograde(course, args.submissions, args.out, workers=args.workers, assignments=args.assignments,
-                             notebook_timeout=args.timeout, sandbox=not args.no_sandbox, limits=limits)
+                             notebook_timeout=args.timeout, sandbox=not args.no_sandbox, limits=limits, force=args.force)
             print(format_table(rows))
-            print(f"\nwrote {args.out / 'grades.csv'} and feedback in {args.out / 'feedback'}")
+            print(f"\nwrote {args.out / 'grades.csv'}, {args.out / 'cells.csv'} and feedback in {args.out / 'feedback'}")
+            print(f"next: cs-dense report {args.out}")
         elif args.command == "demo":
             try:
                 find_bwrap()
@@ -91,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory(prefix="cs_dense_demo_") as tmp:
                 out = args.out or Path(tmp)
                 print(f"grading the sample submissions in {course.data / 'samples'} ...")
-                rows = autograde(course, course.data / "samples", out, workers=args.workers, sandbox=sandbox)
+                rows = autograde(course, course.data / "samples", out, workers=args.workers, sandbox=sandbox, force=True)
                 print()
                 print(format_table(rows))
                 print(_explain_samples())
