@@ -5,6 +5,7 @@ given, feedback reduced to text and images."""
 from __future__ import annotations
 
 import nbformat
+import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from cs_dense.course.preprocessors import (
@@ -102,6 +103,12 @@ def test_cross_check_verdicts_zero_failed_cells():
     assert "box_convert [a case] values differ (and 1 more failed)" in failed.evalue
     assert nb.cells[3].outputs[-1].text == "grader's cross-check: passed\n"
     assert nb.cells[2].outputs == []
+
+
+def test_a_cross_check_that_never_ran_scores_nothing():
+    nb, _ = AddCrossCheck().preprocess(_course_notebook(), {})
+    with pytest.raises(RuntimeError, match="never run"):
+        CrossCheckVerdicts().preprocess(nb, {})
 
 
 def test_feedback_keeps_text_and_images_only():

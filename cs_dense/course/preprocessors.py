@@ -262,7 +262,9 @@ class CrossCheckVerdicts(NbGraderPreprocessor):
     def preprocess(self, nb, resources):
         by_id = {_grade_id(c): c for c in nb.cells if _grade_id(c) is not None}
         for cell in [c for c in nb.cells if _CROSSCHECK in c.get("metadata", {})]:
-            for grade_id, failures in cell.metadata[_CROSSCHECK].get("failures", {}).items():
+            if "failures" not in cell.metadata[_CROSSCHECK]:  # fail closed: no verdict is not a pass
+                raise RuntimeError("the grader's cross-check cell was never run, so no grade cell can be scored")
+            for grade_id, failures in cell.metadata[_CROSSCHECK]["failures"].items():
                 target = by_id[grade_id]
                 if failures:
                     more = f" (and {len(failures) - 1} more failed)" if len(failures) > 1 else ""
