@@ -115,6 +115,11 @@ class Planned:
     seed: int
 
 
+def randint(gen: torch.Generator, low: int, high: int) -> int:
+    """An int drawn uniformly from ``low`` .. ``high - 1`` by ``gen``: what probes draw sizes with."""
+    return int(torch.randint(low, high, (), generator=gen))
+
+
 def plan(probes: Mapping[str, Sequence[Probe]], seed: int) -> list[Planned]:
     """Draw every case of every probe, in a fixed order, from one seed."""
     generator = torch.Generator().manual_seed(seed)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from cs_dense.grading import CheckFailure, compare, stand_ins
-from cs_dense.grading.crosscheck import Case, Probe
+from cs_dense.grading.crosscheck import Case, Probe, randint
 from cs_dense.models import BoxCoder, RPNHead, base_anchors, grid_anchors, match_anchors, rpn_loss, select_proposals
 from cs_dense.models.anchors import BBOX_XFORM_CLIP
 from cs_dense.models.rpn import flatten_head_outputs
@@ -14,10 +14,6 @@ from cs_dense.ops import box_iou
 
 _GRADIENTS = "cs_dense.grading.probes.recipes.gradients"
 _F32 = {"rtol": 1e-5, "atol": 1e-4}  # float32 coordinates up to 200 through log and exp
-
-
-def _int(gen: torch.Generator, low: int, high: int) -> int:
-    return int(torch.randint(low, high, (), generator=gen))
 
 
 def _boxes(gen: torch.Generator, n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -33,8 +29,8 @@ def _base_anchors(gen: torch.Generator) -> list[Case]:
     half = ((5.0,), (1.0,))
     cases = [Case("size 5, ratio 1: +-2.5 rounds half to even", half, expected=base_anchors(*half))]
     for _ in range(5):
-        sizes = tuple(float(v) for v in torch.randint(4, 300, (_int(gen, 1, 6),), generator=gen))
-        ratios = tuple(round(float(v), 3) for v in torch.rand(_int(gen, 1, 5), generator=gen) * 3 + 0.2)
+        sizes = tuple(float(v) for v in torch.randint(4, 300, (randint(gen, 1, 6),), generator=gen))
+        ratios = tuple(round(float(v), 3) for v in torch.rand(randint(gen, 1, 5), generator=gen) * 3 + 0.2)
         cases.append(Case(f"sizes {sizes}, ratios {ratios}", (sizes, ratios), expected=base_anchors(sizes, ratios)))
     return cases
 
@@ -43,8 +39,8 @@ def _grid_anchors(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(5):
         base = base_anchors((16.0, 40.0), (0.5, 1.0, 3.0), dtype=(torch.float32, torch.float64)[trial % 2])
-        size = (_int(gen, 2, 13), _int(gen, 2, 13)) if trial else (1, 1)
-        stride = (_int(gen, 1, 33), _int(gen, 1, 33))
+        size = (randint(gen, 2, 13), randint(gen, 2, 13)) if trial else (1, 1)
+        stride = (randint(gen, 1, 33), randint(gen, 1, 33))
         cases.append(Case(f"{size[0]} x {size[1]} map, strides {stride}, {base.dtype}", (base, size, stride),
                           expected=grid_anchors(base, size, stride)))
     return cases
@@ -137,9 +133,9 @@ def _label_problem(gen: torch.Generator, m: int) -> tuple[torch.Tensor, torch.Te
     # exact multiples of 1/1024, and no ground truth's best anchor (those are positive anyway)
     exact = best[((best * 1024).round() == best * 1024) & ~torch.isin(best, iou.max(dim=1).values)]
     high_pool = exact[(exact > 0.45) & (exact < 0.9)]
-    high = float(high_pool[_int(gen, 0, len(high_pool))]) if len(high_pool) else 0.7
+    high = float(high_pool[randint(gen, 0, len(high_pool))]) if len(high_pool) else 0.7
     low_pool = exact[(exact > 0.05) & (exact < min(high, 0.4))]
-    low = float(low_pool[_int(gen, 0, len(low_pool))]) if len(low_pool) else 0.3
+    low = float(low_pool[randint(gen, 0, len(low_pool))]) if len(low_pool) else 0.3
     return gt_boxes.float(), anchors, high, low
 
 
@@ -194,13 +190,13 @@ def _make_labels(gen: torch.Generator, positives: int, negatives: int, ignored: 
 def _sample_anchors(gen: torch.Generator) -> list[Case]:
     problems = [((20, 600, 30), 256, 0.5), ((300, 600, 30), 256, 0.5), ((10, 30, 50), 256, 0.5), ((0, 0, 5), 256, 0.5)]
     for _ in range(3):
-        counts = [_int(gen, 0, 400) for _ in range(3)]
-        problems.append((counts, _int(gen, 1, 512), round(float(torch.rand((), generator=gen)), 3)))
+        counts = [randint(gen, 0, 400) for _ in range(3)]
+        problems.append((counts, randint(gen, 1, 512), round(float(torch.rand((), generator=gen)), 3)))
     cases = []
     for counts, batch_size, fraction in problems:
         labels = _make_labels(gen, *counts)
         what = f"{list(counts)} positive/negative/ignored, batch {batch_size}, fraction {fraction}"
-        seed = _int(gen, 0, 2**31)
+        seed = randint(gen, 0, 2**31)
         cases.append(Case(what, (labels, batch_size, fraction, torch.Generator().manual_seed(seed)),
                           judge=_draw_judge(what, labels, batch_size, fraction)))
     return cases
@@ -270,7 +266,7 @@ def head_parameters(student_class, in_channels, num_anchors) -> dict[str, torch.
 def _rpn_head(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(4):
-        sizes = (8, 3, 2, 4, 5) if trial == 0 else [_int(gen, 1, 10) for _ in range(5)]
+        sizes = (8, 3, 2, 4, 5) if trial == 0 else [randint(gen, 1, 10) for _ in range(5)]
         channels, anchors, batch, height, width = sizes
         reference = RPNHead(channels, anchors)
         weights = {name: torch.randn(p.shape, generator=gen) * 0.3 for name, p in reference.state_dict().items()}
@@ -337,7 +333,7 @@ def _rpn_loss(gen: torch.Generator) -> list[Case]:
     tolerance = {"rtol": 1e-6, "atol": 1e-8}
     cases = []
     for trial in range(3):
-        batch, n = 1 + trial, _int(gen, 30, 80)
+        batch, n = 1 + trial, randint(gen, 30, 80)
         problem = _rpn_problem(gen, batch, n)
         cases.append(Case(f"{batch} images x {n} anchors, a random sample", problem,
                           expected=_reference_rpn_loss(*problem), **tolerance))
@@ -395,9 +391,9 @@ def _select_proposals(gen: torch.Generator) -> list[Case]:
         # distinct logits 0.01 apart: no ties in the order
         objectness = torch.linspace(-4, 4, n)[torch.randperm(n, generator=gen)]
         deltas = torch.randn(n, 4, generator=gen) * (0.2, 0.6)[trial % 2]
-        pre, post = _int(gen, 20, 1000), _int(gen, 1, 200)
+        pre, post = randint(gen, 20, 1000), randint(gen, 1, 200)
         thresh, min_size = round(float(torch.rand((), generator=gen)) * 0.6 + 0.3, 3), (1e-3, 2.0)[trial % 2]
-        size = (64, _int(gen, 40, 80))
+        size = (64, randint(gen, 40, 80))
         cases.append(Case(f"{n} anchors, image {size}, pre {pre}, post {post}, NMS {thresh}, min_size {min_size}",
                           (objectness, deltas, anchors, size, pre, post, thresh, min_size),
                           expected=select_proposals(objectness, deltas, anchors, size, BoxCoder(), pre, post, thresh,

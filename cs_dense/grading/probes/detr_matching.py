@@ -8,13 +8,9 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from cs_dense.grading.checks import CheckFailure
-from cs_dense.grading.crosscheck import Case, Probe
+from cs_dense.grading.crosscheck import Case, Probe, randint
 from cs_dense.models import matching_cost, set_loss
 from cs_dense.validation import describe
-
-
-def _randint(gen: torch.Generator, low: int, high: int) -> int:
-    return int(torch.randint(low, high, (), generator=gen))
 
 
 def _xyxy(gen: torch.Generator, k: int, H: int, W: int, dtype=torch.float32) -> torch.Tensor:
@@ -82,8 +78,8 @@ def _all_optimal(costs: list[torch.Tensor], what: str):
 def _matching_cost(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(4):
-        N, M, C = _randint(gen, 1, 30), _randint(gen, 0, 10) if trial else 0, _randint(gen, 1, 6)
-        H, W = _randint(gen, 32, 400), _randint(gen, 32, 400)
+        N, M, C = randint(gen, 1, 30), randint(gen, 0, 10) if trial else 0, randint(gen, 1, 6)
+        H, W = randint(gen, 32, 400), randint(gen, 32, 400)
         dtype = (torch.float32, torch.float64)[trial % 2]
         args = ((torch.randn(N, C + 1, generator=gen) * 2).to(dtype), _xyxy(gen, N, H, W, dtype),
                 torch.randint(1, C + 1, (M,), generator=gen), _xyxy(gen, M, H, W, dtype), (H, W), *_weights(gen))
@@ -97,7 +93,7 @@ def _matching_cost(gen: torch.Generator) -> list[Case]:
 def _hungarian(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(4):
-        n, m = _randint(gen, 1, 8), _randint(gen, 1, 8)
+        n, m = randint(gen, 1, 8), randint(gen, 1, 8)
         if trial == 3:
             n, m = 40, 25
         integer = trial == 1  # many optimal assignments
@@ -110,7 +106,7 @@ def _hungarian(gen: torch.Generator) -> list[Case]:
                           expected=empty))
     for bad, word in ((math.nan, "NaN"), (math.inf, "infinite")):
         cost = torch.rand(3, 3, generator=gen, dtype=torch.float64)
-        cost[_randint(gen, 0, 3), _randint(gen, 0, 3)] = bad
+        cost[randint(gen, 0, 3), randint(gen, 0, 3)] = bad
         cases.append(Case(f"a cost holding {bad}", (cost,), raises="ValueError", mentions=(word,)))
     return cases
 
@@ -118,8 +114,8 @@ def _hungarian(gen: torch.Generator) -> list[Case]:
 def _hungarian_matcher(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(3):
-        N, C, H, W = _randint(gen, 1, 16), _randint(gen, 1, 5), _randint(gen, 40, 200), _randint(gen, 40, 200)
-        counts = [_randint(gen, 0, 8) for _ in range(_randint(gen, 1, 4))]
+        N, C, H, W = randint(gen, 1, 16), randint(gen, 1, 5), randint(gen, 40, 200), randint(gen, 40, 200)
+        counts = [randint(gen, 0, 8) for _ in range(randint(gen, 1, 4))]
         counts[0] = (0, N + 2, counts[0])[trial]  # an image without objects, one with more objects than queries
         outputs, targets = _batch(gen, N, C, counts, H, W)
         weights = _weights(gen) if trial else ()
@@ -148,8 +144,8 @@ def _matching(logits, boxes, target, image_size) -> tuple[torch.Tensor, torch.Te
 def _set_loss(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(4):
-        N, C, H, W = _randint(gen, 1, 12), _randint(gen, 1, 5), _randint(gen, 40, 200), _randint(gen, 40, 200)
-        counts = [min(N, _randint(gen, 0, 7)) for _ in range(_randint(gen, 1, 4))]
+        N, C, H, W = randint(gen, 1, 12), randint(gen, 1, 5), randint(gen, 40, 200), randint(gen, 40, 200)
+        counts = [min(N, randint(gen, 0, 7)) for _ in range(randint(gen, 1, 4))]
         if trial == 0:
             counts = [0] * len(counts)
         dtype = (torch.float32, torch.float64)[trial % 2]

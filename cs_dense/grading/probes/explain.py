@@ -22,12 +22,8 @@ from cs_dense.explain import (
     saliency_map,
 )
 from cs_dense.grading.checks import CheckFailure
-from cs_dense.grading.crosscheck import Case, Probe
+from cs_dense.grading.crosscheck import Case, Probe, randint
 from cs_dense.validation import describe
-
-
-def _randint(gen: torch.Generator, low: int, high: int) -> int:
-    return int(torch.randint(low, high, (), generator=gen))
 
 
 def _classifier(gen: torch.Generator, widths=(4, 6, 8), strides=(2, 1, 2)) -> ShapesClassifier:
@@ -50,7 +46,7 @@ def _classifier(gen: torch.Generator, widths=(4, 6, 8), strides=(2, 1, 2)) -> Sh
 
 def _inputs(gen: torch.Generator, widen: int = 0, **net):
     """A random classifier, random images [B, 3, H, H + widen] and one random class per image."""
-    B, H = _randint(gen, 1, 5), _randint(gen, 8, 25)
+    B, H = randint(gen, 1, 5), randint(gen, 8, 25)
     model, images = _classifier(gen, **net), torch.rand(B, 3, H, H + widen, generator=gen)
     return model, images, torch.randint(0, 3, (B,), generator=gen)
 
@@ -65,7 +61,7 @@ def _maps(reference, gen: torch.Generator, **net) -> list[Case]:
     for trial in range(3):
         model, images, target = _inputs(gen, trial, **net)
         if trial == 2:
-            target = _randint(gen, 0, 3)
+            target = randint(gen, 0, 3)
         classes = target if trial == 2 else target.tolist()
         cases.append(Case(f"{_shape(images)}, classes {classes}", (model, images, target),
                           expected=reference(model, images, target)))
@@ -88,11 +84,11 @@ def _grad_cam(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(5):
         model, images, target = _inputs(gen, 5)
-        block, whole = _randint(gen, 0, 3), trial % 2 == 1  # a block's output, or its convolution's
+        block, whole = randint(gen, 0, 3), trial % 2 == 1  # a block's output, or its convolution's
         layer = model.features[block] if whole else model.features[block][0]
-        size = (_randint(gen, 8, 40), _randint(gen, 8, 40)) if trial >= 3 else None
+        size = (randint(gen, 8, 40), randint(gen, 8, 40)) if trial >= 3 else None
         if trial == 4:
-            target = _randint(gen, 0, 3)
+            target = randint(gen, 0, 3)
         what = f"{_shape(images)}, {'block' if whole else 'the convolution of block'} {block}, size {size}"
         cases.append(Case(what, (model, layer, images, target), {"size": size},
                           expected=grad_cam(model, layer, images, target, size)))
@@ -168,7 +164,7 @@ def _fooling_image(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(4):
         model = _classifier(gen)
-        H = _randint(gen, 8, 25)
+        H = randint(gen, 8, 25)
         image = torch.rand(3, H, H + 1, generator=gen)
         with torch.no_grad():
             scores = model(image[None])[0]

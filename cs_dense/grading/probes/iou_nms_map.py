@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from cs_dense.grading.crosscheck import Case, Probe
+from cs_dense.grading.crosscheck import Case, Probe, randint
 from cs_dense.metrics import average_precision, match_detections, mean_average_precision
 from cs_dense.ops import batched_nms, box_area, box_iou, nms
 
@@ -18,12 +18,8 @@ _COUNTS = (3, 7, 9, 11, 13, 17, 19, 21, 23, 27, 29, 31, 33, 37)
 _MAP_KEYS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large")
 
 
-def _draw(gen: torch.Generator, low: int, high: int) -> int:
-    return int(torch.randint(low, high, (), generator=gen))
-
-
 def _pick(gen: torch.Generator, values: tuple):
-    return values[_draw(gen, 0, len(values))]
+    return values[randint(gen, 0, len(values))]
 
 
 def _distinct_scores(gen: torch.Generator, n: int) -> torch.Tensor:
@@ -41,7 +37,7 @@ def _box_iou(gen: torch.Generator) -> list[Case]:
     cases = []
     for dtype in (torch.float32, torch.float64):
         for scale in (100.0, 5000.0):
-            n, m = _draw(gen, 1, 30), _draw(gen, 1, 30)
+            n, m = randint(gen, 1, 30), randint(gen, 1, 30)
             boxes1, boxes2 = _random_boxes(gen, n, scale), _random_boxes(gen, m, scale)
             boxes2[: min(n, m) // 2] = boxes1[: min(n, m) // 2]  # identical pairs
             centre, quarter = (boxes1[0, :2] + boxes1[0, 2:]) / 2, (boxes1[0, 2:] - boxes1[0, :2]) / 4
@@ -71,7 +67,7 @@ def _half_overlaps(gen: torch.Generator, pairs: int) -> torch.Tensor:
     """Pairs of integer boxes, far apart, each pair overlapping with IoU exactly 0.5."""
     boxes = []
     for k in range(pairs):
-        x, y, h = 100 * k + _draw(gen, 0, 20), _draw(gen, 0, 50), _draw(gen, 5, 30)
+        x, y, h = 100 * k + randint(gen, 0, 20), randint(gen, 0, 50), randint(gen, 5, 30)
         boxes += [[x, y, x + 30, y + h], [x + 10, y, x + 40, y + h]]  # 20 h / 40 h
     return torch.tensor(boxes, dtype=torch.float32)
 
@@ -79,7 +75,7 @@ def _half_overlaps(gen: torch.Generator, pairs: int) -> torch.Tensor:
 def _nms(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(5):
-        n = _draw(gen, 1, 120)
+        n = randint(gen, 1, 120)
         dtype = (torch.float32, torch.float64)[trial % 2]
         threshold = _pick(gen, _NMS_THRESHOLDS)
         boxes, scores = _clustered_boxes(gen, n).to(dtype), _distinct_scores(gen, n).to(dtype)
@@ -96,7 +92,7 @@ def _nms(gen: torch.Generator) -> list[Case]:
 def _batched_nms(gen: torch.Generator) -> list[Case]:
     cases = []
     for _ in range(4):
-        n, classes = _draw(gen, 1, 120), _draw(gen, 1, 5)
+        n, classes = randint(gen, 1, 120), randint(gen, 1, 5)
         threshold = _pick(gen, _NMS_THRESHOLDS[:5])
         boxes, scores = _clustered_boxes(gen, n).float(), _distinct_scores(gen, n)
         idxs = torch.randint(0, classes, (n,), generator=gen)
@@ -129,7 +125,7 @@ def _integer_boxes(corners: torch.Tensor) -> torch.Tensor:
 def _match_detections(gen: torch.Generator) -> list[Case]:
     cases = []
     for _ in range(5):
-        m = _draw(gen, 1, 9)
+        m = randint(gen, 1, 9)
         corner = torch.randint(0, 200, (m, 2), generator=gen)
         gts = torch.cat([corner, corner + torch.randint(8, 60, (m, 2), generator=gen)], dim=1)
         near = gts[torch.randint(0, m, (3 * m,), generator=gen)] + torch.randint(-7, 8, (3 * m, 4), generator=gen)
@@ -155,7 +151,7 @@ def _match_detections(gen: torch.Generator) -> list[Case]:
 def _average_precision(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(6):
-        num_gt, n, method = _pick(gen, _COUNTS), _draw(gen, 1, 60), _METHODS[trial % 3]
+        num_gt, n, method = _pick(gen, _COUNTS), randint(gen, 1, 60), _METHODS[trial % 3]
         hits = torch.rand(n, generator=gen) < torch.rand((), generator=gen)
         hits &= hits.cumsum(0) <= num_gt  # never more true positives than objects
         scores = _distinct_scores(gen, n)
@@ -163,7 +159,7 @@ def _average_precision(gen: torch.Generator) -> list[Case]:
                           expected=average_precision(scores, hits, num_gt, method)))
     for method in _METHODS:
         # ranked: a false positive, then true positives, so the precision rises and only the envelope is flat
-        k = _draw(gen, 2, 6)
+        k = randint(gen, 2, 6)
         num_gt = _pick(gen, tuple(c for c in _COUNTS if c >= k))
         ranked = torch.tensor([False] + [True] * k)
         order = torch.randperm(k + 1, generator=gen)
@@ -202,7 +198,7 @@ def _random_image(gen: torch.Generator, n_objects: int, copies: int, false_alarm
 def _mean_average_precision(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(2):
-        shapes = [(_draw(gen, 1, 5), _draw(gen, 0, 10), _draw(gen, 0, 4)) for _ in range(2)]
+        shapes = [(randint(gen, 1, 5), randint(gen, 0, 10), randint(gen, 0, 4)) for _ in range(2)]
         shapes += [(0, 0, 2), (2, 0, 0)]  # false alarms only; nothing detected
         scenes = [_random_image(gen, *s) for s in shapes]
         counts = [len(pred["boxes"]) for pred, _ in scenes]

@@ -7,13 +7,9 @@ from torch import nn
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
 from cs_dense.grading.checks import CheckFailure
-from cs_dense.grading.crosscheck import Case, Probe
+from cs_dense.grading.crosscheck import Case, Probe, randint
 from cs_dense.models import mask_iou, maskrcnn_inference, maskrcnn_loss, paste_masks_in_image, project_masks_on_boxes
 from cs_dense.validation import describe
-
-
-def _randint(gen: torch.Generator, low: int, high: int) -> int:
-    return int(torch.randint(low, high, (), generator=gen))
 
 
 def _boxes(gen: torch.Generator, k: int, H: float, W: float, side: float, dtype=torch.float32, start: float = -3.0):
@@ -25,8 +21,8 @@ def _boxes(gen: torch.Generator, k: int, H: float, W: float, side: float, dtype=
 def _project_masks_on_boxes(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(5):
-        G, H, W = _randint(gen, 1, 5), _randint(gen, 8, 40), _randint(gen, 8, 40)
-        K, M = _randint(gen, 1, 8), _randint(gen, 1, 20)
+        G, H, W = randint(gen, 1, 5), randint(gen, 8, 40), randint(gen, 8, 40)
+        K, M = randint(gen, 1, 8), randint(gen, 1, 20)
         hard = torch.rand(G, H, W, generator=gen) > 0.5
         masks = (hard, hard.to(torch.uint8), torch.rand(G, H, W, generator=gen))[trial % 3]
         dtype, aligned = (torch.float32, torch.float64)[trial % 2], trial % 2 == 0
@@ -75,9 +71,9 @@ def _head_layers(head) -> list[nn.Module]:
 def _mask_head(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(5):
-        in_channels, num_classes = _randint(gen, 1, 12), _randint(gen, 2, 7)
-        layers = tuple(int(w) for w in torch.randint(1, 10, (_randint(gen, 1, 5),), generator=gen))
-        dilation, S, K = _randint(gen, 1, 3), _randint(gen, 1, 10), (0, _randint(gen, 1, 6))[trial > 0]
+        in_channels, num_classes = randint(gen, 1, 12), randint(gen, 2, 7)
+        layers = tuple(int(w) for w in torch.randint(1, 10, (randint(gen, 1, 5),), generator=gen))
+        dilation, S, K = randint(gen, 1, 3), randint(gen, 1, 10), (0, randint(gen, 1, 6))[trial > 0]
         if trial == 4:
             in_channels, num_classes, layers, dilation, S = 64, 4, (64, 64), 1, 14  # section 6's head
         tv_heads = MaskRCNNHeads(in_channels, list(layers), dilation)
@@ -127,7 +123,7 @@ def _mask_batch(gen: torch.Generator, images: int, H: int, W: int, C: int, M: in
     """Logits for the positive RoIs of some images, and their ground truths, as maskrcnn_loss takes them."""
     proposals, masks, labels, matched = [], [], [], []
     for _ in range(images):
-        G, K = _randint(gen, 1, 5), _randint(gen, 0, 7)
+        G, K = randint(gen, 1, 5), randint(gen, 0, 7)
         masks.append(torch.rand(G, H, W, generator=gen) > 0.4)
         labels.append(torch.randint(1, C, (G,), generator=gen))
         proposals.append(_boxes(gen, K, H * 0.7, W * 0.7, 12, dtype, start=0.0))
@@ -146,8 +142,8 @@ def _no_positive(gen: torch.Generator) -> tuple:
 def _maskrcnn_loss(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(4):
-        images, C, M = _randint(gen, 1, 4), _randint(gen, 2, 6), _randint(gen, 1, 15)
-        H, W = _randint(gen, 10, 40), _randint(gen, 10, 40)
+        images, C, M = randint(gen, 1, 4), randint(gen, 2, 6), randint(gen, 1, 15)
+        H, W = randint(gen, 10, 40), randint(gen, 10, 40)
         dtype, aligned = (torch.float32, torch.float64)[trial % 2], trial // 2 == 0
         args = (*_mask_batch(gen, images, H, W, C, M, dtype), aligned)
         cases.append(Case(f"{images} images, {len(args[0])} RoIs, C {C}, M {M}, {dtype}, aligned={aligned}", args,
@@ -170,8 +166,8 @@ def _maskrcnn_loss_gradient(gen: torch.Generator) -> list[Case]:
 def _maskrcnn_inference(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(4):
-        counts = [_randint(gen, 0, 5) if trial < 3 else 0 for _ in range(_randint(gen, 1, 4))]
-        C, M = _randint(gen, 2, 7), _randint(gen, 1, 20)
+        counts = [randint(gen, 0, 5) if trial < 3 else 0 for _ in range(randint(gen, 1, 4))]
+        C, M = randint(gen, 2, 7), randint(gen, 1, 20)
         args = ((torch.randn(sum(counts), C, M, M, generator=gen) * 4),
                 [torch.randint(1, C, (n,), generator=gen) for n in counts])
         cases.append(Case(f"detections per image {counts}, C {C}, M {M}", args, expected=maskrcnn_inference(*args)))
@@ -198,8 +194,8 @@ def _pasted(masks: torch.Tensor, boxes: torch.Tensor, image_size, threshold: flo
 def _paste_masks_in_image(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(5):
-        D, M = _randint(gen, 1, 5), _randint(gen, 1, 9)
-        H, W = _randint(gen, 1, 20), _randint(gen, 1, 20)
+        D, M = randint(gen, 1, 5), randint(gen, 1, 9)
+        H, W = randint(gen, 1, 20), randint(gen, 1, 20)
         dtype = (torch.float32, torch.float64)[trial % 2]
         masks = torch.rand(D, M, M, generator=gen, dtype=torch.float64)
         if trial == 2:
@@ -223,8 +219,8 @@ def _paste_masks_in_image(gen: torch.Generator) -> list[Case]:
 def _mask_iou(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(4):
-        N, M = _randint(gen, 0 if trial == 3 else 1, 6), _randint(gen, 1, 6)
-        H, W = _randint(gen, 1, 40), _randint(gen, 1, 40)
+        N, M = randint(gen, 0 if trial == 3 else 1, 6), randint(gen, 1, 6)
+        H, W = randint(gen, 1, 40), randint(gen, 1, 40)
         density = float(torch.rand((), generator=gen))
         masks1, masks2 = torch.rand(N, H, W, generator=gen) < density, torch.rand(M, H, W, generator=gen) < density
         masks1[:1] = False  # an empty mask

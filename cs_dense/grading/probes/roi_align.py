@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from cs_dense.grading.crosscheck import Case, Probe
+from cs_dense.grading.crosscheck import Case, Probe, randint
 from cs_dense.models import BoxCoder, fast_rcnn_loss, postprocess_detections
 from cs_dense.models.two_stage import ROI_BOX_WEIGHTS
 from cs_dense.ops import bilinear_sample, roi_align, roi_pool
@@ -13,14 +13,10 @@ _TOLERANCE = {torch.float32: {"rtol": 1e-5, "atol": 1e-5}, torch.float64: {"rtol
 _DTYPES = (torch.float32, torch.float64)
 
 
-def _int(gen: torch.Generator, low: int, high: int) -> int:
-    return int(torch.randint(low, high, (), generator=gen))
-
-
 def _bilinear_sample(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(6):
-        C, H, W = _int(gen, 1, 4), _int(gen, 1, 10), _int(gen, 1, 10)
+        C, H, W = randint(gen, 1, 4), randint(gen, 1, 10), randint(gen, 1, 10)
         if trial == 0:
             H = 1  # a single row
         dtype = _DTYPES[trial % 2]
@@ -57,10 +53,10 @@ def _rois(gen: torch.Generator, N: int, H: int, W: int, K: int, scale: float, dt
 def _roi_pool(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(5):
-        N, C, H, W = _int(gen, 1, 3), _int(gen, 1, 4), _int(gen, 1, 20), _int(gen, 1, 20)
+        N, C, H, W = randint(gen, 1, 3), randint(gen, 1, 4), randint(gen, 1, 20), randint(gen, 1, 20)
         scale, dtype = (1.0, 0.5, 0.25, 0.125)[trial % 4], _DTYPES[trial % 2]
-        output_size = (7, (3, 5), 1, 2)[_int(gen, 0, 4)]
-        K = 0 if trial == 4 else _int(gen, 1, 10)
+        output_size = (7, (3, 5), 1, 2)[randint(gen, 0, 4)]
+        K = 0 if trial == 4 else randint(gen, 1, 10)
         corner = torch.rand(K, 2, generator=gen, dtype=torch.float64) * torch.tensor([W, H]) * 1.2 / scale
         size = torch.rand(K, 2, generator=gen, dtype=torch.float64) * torch.tensor([W, H]) * 0.8 / scale
         size = torch.where(torch.rand(K, 1, generator=gen) < 0.2, torch.rand(K, 2, generator=gen, dtype=torch.float64)
@@ -78,11 +74,11 @@ def _roi_pool(gen: torch.Generator) -> list[Case]:
 def _roi_align(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(6):
-        N, C, H, W = _int(gen, 1, 3), _int(gen, 1, 4), _int(gen, 1, 16), _int(gen, 1, 16)
-        scale, ratio = (1.0, 0.5, 0.25, 0.125)[trial % 4], (-1, 0, 1, 2, 3)[_int(gen, 0, 5)]
+        N, C, H, W = randint(gen, 1, 3), randint(gen, 1, 4), randint(gen, 1, 16), randint(gen, 1, 16)
+        scale, ratio = (1.0, 0.5, 0.25, 0.125)[trial % 4], (-1, 0, 1, 2, 3)[randint(gen, 0, 5)]
         aligned, dtype = bool(trial % 2), _DTYPES[(trial // 2) % 2]
-        size = (7, (3, 5), 1, (4, 2))[_int(gen, 0, 4)]
-        K = 0 if trial == 5 else _int(gen, 1, 8)
+        size = (7, (3, 5), 1, (4, 2))[randint(gen, 0, 4)]
+        K = 0 if trial == 5 else randint(gen, 1, 8)
         rois = _rois(gen, N, H, W, K, scale, dtype)
         feature = torch.randn(N, C, H, W, generator=gen, dtype=torch.float64).to(dtype)
         args = (feature, rois, size, scale, ratio, aligned)
@@ -116,7 +112,7 @@ def _roi_align_gradient(gen: torch.Generator) -> list[Case]:
 def _fast_rcnn_loss(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(6):
-        K, C, dtype = _int(gen, 1, 80), _int(gen, 2, 8), _DTYPES[trial % 2]
+        K, C, dtype = randint(gen, 1, 80), randint(gen, 2, 8), _DTYPES[trial % 2]
         logits = (torch.randn(K, C, generator=gen, dtype=torch.float64) * 3).to(dtype)
         box = (torch.randn(K, 4 * C, generator=gen, dtype=torch.float64) * 0.3).to(dtype)  # both sides of beta
         share = (0.25, 0.0, 1.0, 0.25, 0.5, 0.25)[trial]  # the foreground's share: some, none, all
@@ -132,8 +128,8 @@ def _fast_rcnn_loss(gen: torch.Generator) -> list[Case]:
 def _postprocess_detections(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(5):
-        K, C = _int(gen, 1, 60), _int(gen, 2, 7)
-        H, W = _int(gen, 32, 200), _int(gen, 32, 200)
+        K, C = randint(gen, 1, 60), randint(gen, 2, 7)
+        H, W = randint(gen, 32, 200), randint(gen, 32, 200)
         dtype = _DTYPES[trial % 2]
         centre = torch.rand(K, 2, generator=gen, dtype=torch.float64) * torch.tensor([W, H]) * 1.2
         size = 2 + torch.rand(K, 2, generator=gen, dtype=torch.float64) * 60
@@ -141,7 +137,7 @@ def _postprocess_detections(gen: torch.Generator) -> list[Case]:
         logits = (torch.randn(K, C, generator=gen, dtype=torch.float64) * 3).to(dtype)
         deltas = torch.randn(K, 4 * C, generator=gen, dtype=torch.float64).to(dtype)
         score_thresh = (0.05, 0.0, 0.3)[trial % 3]
-        nms_thresh, limit = (0.5, 0.3, 0.7)[_int(gen, 0, 3)], (100, 20, 5)[_int(gen, 0, 3)]
+        nms_thresh, limit = (0.5, 0.3, 0.7)[randint(gen, 0, 3)], (100, 20, 5)[randint(gen, 0, 3)]
         args = (logits, deltas, proposals, (H, W), score_thresh, nms_thresh, limit)
         expected = postprocess_detections(logits, deltas, proposals, (H, W), BoxCoder(ROI_BOX_WEIGHTS), score_thresh,
                                           nms_thresh, limit)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from cs_dense.grading.crosscheck import Case, Probe
+from cs_dense.grading.crosscheck import Case, Probe, randint
 from cs_dense.models import (
     default_boxes,
     hard_negative_mining,
@@ -21,10 +21,6 @@ _GRADIENTS = "cs_dense.grading.probes.recipes.gradients"
 _DTYPES = (torch.float32, torch.float64)
 
 
-def _int(gen: torch.Generator, low: int, high: int) -> int:
-    return int(torch.randint(low, high, (), generator=gen))
-
-
 def _boxes(gen: torch.Generator, n: int) -> torch.Tensor:
     """n float64 boxes of 2..32 pixels with corners in [0, 100)."""
     xy = torch.rand(n, 2, generator=gen, dtype=torch.float64) * 100
@@ -37,11 +33,11 @@ def _boxes(gen: torch.Generator, n: int) -> torch.Tensor:
 def _yolo_targets(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(6):
-        S, C = _int(gen, 1, 5 if trial < 3 else 9), _int(gen, 1, 6)  # small grids: crowded cells
-        H, W = _int(gen, 16, 200), _int(gen, 16, 200)
+        S, C = randint(gen, 1, 5 if trial < 3 else 9), randint(gen, 1, 6)  # small grids: crowded cells
+        H, W = randint(gen, 16, 200), randint(gen, 16, 200)
         if trial % 2 == 0:  # whole-pixel cells, so that centres can sit on cell borders exactly
             H, W = S * max(1, H // S), S * max(1, W // S)
-        N = 0 if trial == 5 else _int(gen, 2, 30)
+        N = 0 if trial == 5 else randint(gen, 2, 30)
         cx = torch.rand(N, generator=gen, dtype=torch.float64) * W
         cy = torch.rand(N, generator=gen, dtype=torch.float64) * H
         if trial % 2 == 0:  # some centres on cell borders and on the far edges
@@ -67,7 +63,7 @@ def _yolo_targets(gen: torch.Generator) -> list[Case]:
 
 
 def _yolo_problem(gen: torch.Generator, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    N, S, C = _int(gen, 1, 5), _int(gen, 1, 7), _int(gen, 1, 5)
+    N, S, C = randint(gen, 1, 5), randint(gen, 1, 7), randint(gen, 1, 5)
     target = torch.rand(N, S, S, 5 + C, generator=gen, dtype=torch.float64)
     target[..., 4] = (torch.rand(N, S, S, generator=gen) < 0.3).double()
     target = target * target[..., 4:5]  # empty cells all zero
@@ -101,10 +97,10 @@ def _yolo_loss_gradients(gen: torch.Generator) -> list[Case]:
 def _default_boxes(gen: torch.Generator) -> list[Case]:
     cases = []
     for _ in range(5):
-        m = _int(gen, 1, 5)
-        sizes = [(_int(gen, 1, 12), _int(gen, 1, 12)) for _ in range(m)]
-        image = (_int(gen, 32, 400), _int(gen, 32, 400))
-        ratios = [[round(float(r), 3) for r in torch.rand(_int(gen, 0, 3), generator=gen) * 3 + 1] for _ in range(m)]
+        m = randint(gen, 1, 5)
+        sizes = [(randint(gen, 1, 12), randint(gen, 1, 12)) for _ in range(m)]
+        image = (randint(gen, 32, 400), randint(gen, 32, 400))
+        ratios = [[round(float(r), 3) for r in torch.rand(randint(gen, 0, 3), generator=gen) * 3 + 1] for _ in range(m)]
         low = round(float(torch.rand((), generator=gen)) * 0.4 + 0.05, 3)
         high = round(low + float(torch.rand((), generator=gen)) * (1.2 - low), 3)  # beyond 1 at times: clamped sizes
         cases.append(Case(f"maps {sizes}, image {image}, ratios {ratios}, scales {low}..{high}",
@@ -115,7 +111,7 @@ def _default_boxes(gen: torch.Generator) -> list[Case]:
 def _ssd_match(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(6):
-        M, D = _int(gen, 1, 8), _int(gen, 50, 400)
+        M, D = randint(gen, 1, 8), randint(gen, 50, 400)
         quality = torch.rand(M, D, generator=gen).pow(float(torch.rand((), generator=gen)) * 4 + 0.5)
         if trial % 3 == 0 and M > 1:  # two objects with one best box
             quality[1] = quality[0]
@@ -133,7 +129,7 @@ def _ssd_match(gen: torch.Generator) -> list[Case]:
 def _hard_negative_mining(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(6):
-        N, D = _int(gen, 1, 6), _int(gen, 1, 300)
+        N, D = randint(gen, 1, 6), randint(gen, 1, 300)
         losses = torch.rand(N, D, generator=gen, dtype=torch.float64)
         if trial % 3 == 0:
             losses = (losses * 4).round() / 4  # many ties
@@ -141,7 +137,7 @@ def _hard_negative_mining(gen: torch.Generator) -> list[Case]:
                              torch.randint(1, 5, (N, D), generator=gen), 0)
         if trial == 5:
             labels[0] = 0  # an image without positives
-        ratio, dtype = _int(gen, 0, 5), _DTYPES[trial % 2]
+        ratio, dtype = randint(gen, 0, 5), _DTYPES[trial % 2]
         cases.append(Case(f"{N} images, {D} boxes, ratio {ratio}, {dtype}", (losses.to(dtype), labels, ratio),
                           expected=hard_negative_mining(losses.to(dtype), labels, ratio)))
     return cases
@@ -150,11 +146,11 @@ def _hard_negative_mining(gen: torch.Generator) -> list[Case]:
 def _ssd_loss(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(5):
-        N, C, D = _int(gen, 1, 4), _int(gen, 2, 6), _int(gen, 60, 250)
+        N, C, D = randint(gen, 1, 4), randint(gen, 2, 6), randint(gen, 60, 250)
         priors = _boxes(gen, D)
         targets = []
         for _ in range(N):
-            M = _int(gen, 0, 6)
+            M = randint(gen, 0, 6)
             targets.append({"boxes": _boxes(gen, M), "labels": torch.randint(1, C, (M,), generator=gen)})
         matched = torch.stack([ssd_match(box_iou(t["boxes"], priors)) for t in targets])
         dtype = _DTYPES[trial % 2]
@@ -207,11 +203,11 @@ def _sigmoid_focal_loss_gradients(gen: torch.Generator) -> list[Case]:
 def _retinanet_loss(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(5):
-        N, K, A = _int(gen, 1, 4), _int(gen, 1, 6), _int(gen, 50, 300)
+        N, K, A = randint(gen, 1, 4), randint(gen, 1, 6), randint(gen, 50, 300)
         anchors = _boxes(gen, A)
         targets, matched = [], []
         for _ in range(N):
-            M = _int(gen, 0, 6)
+            M = randint(gen, 0, 6)
             boxes = _boxes(gen, M)
             targets.append({"boxes": boxes, "labels": torch.randint(1, K + 1, (M,), generator=gen)})
             matched.append(torch.where(torch.rand(A, generator=gen) < 0.1, -2, -1) if M == 0 else

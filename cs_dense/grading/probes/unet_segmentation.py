@@ -9,14 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from cs_dense.grading.checks import CheckFailure, assert_tensor_close
-from cs_dense.grading.crosscheck import Case, Probe
+from cs_dense.grading.crosscheck import Case, Probe, randint
 from cs_dense.metrics import confusion_matrix, per_class_iou
 from cs_dense.models import UNet
 from cs_dense.ops import dice_loss
-
-
-def _draw(gen: torch.Generator, low: int, high: int) -> int:
-    return int(torch.randint(low, high, (), generator=gen))
 
 
 def _labels(gen: torch.Generator, shape: tuple[int, ...], num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,13 +25,13 @@ def _labels(gen: torch.Generator, shape: tuple[int, ...], num_classes: int) -> t
 def _confusion_matrix(gen: torch.Generator) -> list[Case]:
     cases = []
     for _ in range(4):
-        num_classes = _draw(gen, 2, 9)
-        shape = tuple(int(s) for s in torch.randint(1, 20, (_draw(gen, 1, 4),), generator=gen))
+        num_classes = randint(gen, 2, 9)
+        shape = tuple(int(s) for s in torch.randint(1, 20, (randint(gen, 1, 4),), generator=gen))
         preds, targets = _labels(gen, shape, num_classes)
         cases.append(Case(f"random labels {list(shape)}, {num_classes} classes", (preds, targets, num_classes),
                           expected=confusion_matrix(preds, targets, num_classes)))
     true, predicted = torch.randperm(5, generator=gen)[:2].tolist()
-    shape = (_draw(gen, 1, 4), _draw(gen, 1, 9))
+    shape = (randint(gen, 1, 4), randint(gen, 1, 9))
     preds, targets = torch.full(shape, predicted), torch.full(shape, true)
     cases.append(Case(f"every pixel of class {true} predicted as {predicted}: row {true}, column {predicted}",
                       (preds, targets, 5), expected=confusion_matrix(preds, targets, 5)))
@@ -56,7 +52,7 @@ def _iou_judge(expected: torch.Tensor, what: str):
 def _per_class_iou(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(4):
-        num_classes = _draw(gen, 2, 7)
+        num_classes = randint(gen, 2, 7)
         preds, targets = _labels(gen, (3, 9, 7), num_classes)
         what = f"random label maps, {num_classes} classes"
         if trial % 2:
@@ -76,8 +72,8 @@ def _per_class_iou(gen: torch.Generator) -> list[Case]:
 def _dice_inputs(gen: torch.Generator) -> list[tuple[str, torch.Tensor, torch.Tensor, float]]:
     inputs = []
     for trial, smooth in enumerate((0.0, 1.0, 0.5, 10.0)):
-        b = _draw(gen, 2, 5) if trial < 2 else _draw(gen, 1, 5)  # the first two mix several images
-        c, h, w = _draw(gen, 2, 7), _draw(gen, 1, 7), _draw(gen, 1, 7)
+        b = randint(gen, 2, 5) if trial < 2 else randint(gen, 1, 5)  # the first two mix several images
+        c, h, w = randint(gen, 2, 7), randint(gen, 1, 7), randint(gen, 1, 7)
         dtype = torch.float32 if trial == 3 else torch.float64
         logits = (torch.randn(b, c, h, w, generator=gen, dtype=torch.float64) * 3).to(dtype)
         target = torch.randint(0, c, (b, h, w), generator=gen)
@@ -119,15 +115,15 @@ def _sizes_by_layers(input_size: int, depth: int, padding: int) -> list[int]:
 def _unet_sizes(gen: torch.Generator) -> list[Case]:
     cases = []
     for _ in range(5):
-        depth, padding = _draw(gen, 1, 5), _draw(gen, 0, 2)
-        n = _draw(gen, 8, 14)  # the bottleneck's input; every pooling above it receives an even size
+        depth, padding = randint(gen, 1, 5), randint(gen, 0, 2)
+        n = randint(gen, 8, 14)  # the bottleneck's input; every pooling above it receives an even size
         for _ in range(depth):
             n = 2 * n + 4 * (1 - padding)
         cases.append(Case(f"input {n}, depth {depth}, padding {padding}", (n, depth, padding),
                           expected=_sizes_by_layers(n, depth, padding)))
     # pooling number `level` receives an odd size: build the input up from it
-    depth, padding = _draw(gen, 2, 5), _draw(gen, 0, 2)
-    level, odd = _draw(gen, 0, depth), 2 * _draw(gen, 10, 40) + 1
+    depth, padding = randint(gen, 2, 5), randint(gen, 0, 2)
+    level, odd = randint(gen, 0, depth), 2 * randint(gen, 10, 40) + 1
     trim = 4 * (1 - padding)  # what the two convolutions of a level take off
     received = odd
     for _ in range(level):
@@ -135,7 +131,7 @@ def _unet_sizes(gen: torch.Generator) -> list[Case]:
     n = received + trim
     cases.append(Case(f"input {n}, depth {depth}, padding {padding}: pooling {level + 1} receives {odd}",
                       (n, depth, padding), raises="ValueError", mentions=(str(odd),)))
-    n = 2 * _draw(gen, 3, 7)
+    n = 2 * randint(gen, 3, 7)
     cases.append(Case(f"input {n}, depth 1, padding 0: the convolutions reach 0", (n, 1, 0), raises="ValueError"))
     return cases
 
@@ -203,10 +199,10 @@ def _unet_judge(config: dict, images: torch.Tensor, what: str):
 def _unet(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(3):
-        depth = _draw(gen, 1, 4)
-        config = dict(in_channels=_draw(gen, 1, 4), num_classes=_draw(gen, 2, 5), depth=depth, width=_draw(gen, 2, 5),
+        depth = randint(gen, 1, 4)
+        config = dict(in_channels=randint(gen, 1, 4), num_classes=randint(gen, 2, 5), depth=depth, width=randint(gen, 2, 5),
                       skip=bool(trial % 2))
-        size = [2**depth * _draw(gen, 1, 3) for _ in range(2)]
+        size = [2**depth * randint(gen, 1, 3) for _ in range(2)]
         images = torch.randn(2, config["in_channels"], *size, generator=gen)
         what = f"config {config} on {size[0]} x {size[1]}"
         cases.append(Case(what, (config, images), judge=_unet_judge(config, images, what)))

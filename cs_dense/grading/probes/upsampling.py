@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cs_dense.grading.crosscheck import Case, Probe
+from cs_dense.grading.crosscheck import Case, Probe, randint
 from cs_dense.ops import (
     bed_of_nails_unpool,
     conv2d_matrix,
@@ -18,15 +18,11 @@ from cs_dense.ops import (
 _DTYPES = (torch.float32, torch.float64, torch.int64)
 
 
-def _draw(gen: torch.Generator, low: int, high: int) -> int:
-    return int(torch.randint(low, high, (), generator=gen))
-
-
 def _unpool_inputs(gen: torch.Generator) -> list[tuple[str, torch.Tensor, object]]:
     inputs = []
     for trial in range(5):
-        B, C, H, W = (_draw(gen, 1, 5) for _ in range(4))
-        sh, sw = _draw(gen, 1, 4), _draw(gen, 1, 4)
+        B, C, H, W = (randint(gen, 1, 5) for _ in range(4))
+        sh, sw = randint(gen, 1, 4), randint(gen, 1, 4)
         scale = sh if trial % 2 == 0 else (sh, sw)
         dtype = _DTYPES[trial % 3]
         x = (torch.randn(B, C, H, W, generator=gen, dtype=torch.float64) * 10).to(dtype)
@@ -53,17 +49,17 @@ def _max_unpool2d(gen: torch.Generator) -> list[Case]:
     cases = []
     # the default stride is the kernel size: sizes that are multiples of it need no output_size
     for explicit in (False, True):
-        k = _draw(gen, 2, 4)
-        H, W = k * _draw(gen, 2, 5), k * _draw(gen, 2, 5)
+        k = randint(gen, 2, 4)
+        H, W = k * randint(gen, 2, 5), k * randint(gen, 2, 5)
         pooled, indices = _pooled(gen, dict(kernel_size=k), H, W, torch.float32)
         kwargs = {"stride": None} if explicit else {}
         cases.append(Case(f"kernel {k}, stride {'None' if explicit else 'left out'}, {H} x {W}", (pooled, indices, k),
                           kwargs, expected=max_unpool2d(pooled, indices, k)))
     for trial in range(4):
-        kh, kw, sh, sw = (_draw(gen, 1, 4) for _ in range(4))
-        padding = (_draw(gen, 0, kh // 2 + 1), _draw(gen, 0, kw // 2 + 1))  # max_pool2d allows at most half the window
+        kh, kw, sh, sw = (randint(gen, 1, 4) for _ in range(4))
+        padding = (randint(gen, 0, kh // 2 + 1), randint(gen, 0, kw // 2 + 1))  # max_pool2d allows at most half the window
         pool = dict(kernel_size=(kh, kw), stride=(sh, sw), padding=padding)
-        H, W = _draw(gen, 4, 11), _draw(gen, 4, 11)
+        H, W = randint(gen, 4, 11), randint(gen, 4, 11)
         pooled, indices = _pooled(gen, pool, H, W, (torch.float32, torch.float64)[trial % 2])
         # output_size as the image's full shape or as (H, W): both name the same size
         size = {"output_size": (2, 3, H, W) if trial % 2 else (H, W)}
@@ -71,7 +67,7 @@ def _max_unpool2d(gen: torch.Generator) -> list[Case]:
                           {**pool, **size}, expected=max_unpool2d(pooled, indices, **pool, **size)))
     # overlapping windows repeat indices; on odd sizes the default size, with its padding, is the image's
     pool = dict(kernel_size=3, stride=2, padding=1)
-    H, W = 2 * _draw(gen, 2, 6) + 1, 2 * _draw(gen, 2, 6) + 1
+    H, W = 2 * randint(gen, 2, 6) + 1, 2 * randint(gen, 2, 6) + 1
     pooled, indices = _pooled(gen, pool, H, W, torch.float64)
     cases.append(Case(f"overlapping 3 x 3 windows, stride 2, padding 1, on {H} x {W}, no output_size",
                       (pooled, indices), pool, expected=max_unpool2d(pooled, indices, **pool)))
@@ -87,7 +83,7 @@ def weighted_gradient(fn, x: torch.Tensor, *args, weights: torch.Tensor, **kwarg
 def _max_unpool2d_gradients(gen: torch.Generator) -> list[Case]:
     cases = []
     for pool in (dict(kernel_size=(2, 3), stride=(2, 2), padding=(1, 1)), dict(kernel_size=3, stride=2, padding=1)):
-        H, W = _draw(gen, 4, 9), _draw(gen, 4, 9)
+        H, W = randint(gen, 4, 9), randint(gen, 4, 9)
         pooled, indices = _pooled(gen, pool, H, W, torch.float64)
         kwargs = {**pool, "output_size": (H, W), "weights": torch.randn(2, 3, H, W, generator=gen, dtype=torch.float64)}
         # the gradient reads the weights back at the indices, repeated ones included
@@ -101,14 +97,14 @@ def _transposed_inputs(gen: torch.Generator, trials: int, max_size: int) -> list
     inputs = []
     for trial in range(trials):
         low = 2 if trial == 0 else 1
-        B, C_in, C_out = _draw(gen, 1, 3), _draw(gen, low, 4), _draw(gen, low, 4)
-        H, W, kH, kW = _draw(gen, 1, max_size + 1), _draw(gen, 1, max_size + 1), _draw(gen, low, 5), _draw(gen, low, 5)
-        stride, dilation = (_draw(gen, 1, 4), _draw(gen, 1, 4)), (_draw(gen, 1, 3), _draw(gen, 1, 3))
-        output_padding = tuple(_draw(gen, 0, max(s, d)) for s, d in zip(stride, dilation))
+        B, C_in, C_out = randint(gen, 1, 3), randint(gen, low, 4), randint(gen, low, 4)
+        H, W, kH, kW = randint(gen, 1, max_size + 1), randint(gen, 1, max_size + 1), randint(gen, low, 5), randint(gen, low, 5)
+        stride, dilation = (randint(gen, 1, 4), randint(gen, 1, 4)), (randint(gen, 1, 3), randint(gen, 1, 3))
+        output_padding = tuple(randint(gen, 0, max(s, d)) for s, d in zip(stride, dilation))
         # the output, (n - 1) s - 2 p + d (k - 1) + o + 1, must keep at least one pixel
         full = [(n - 1) * s + d * (k - 1) + o + 1
                 for n, s, d, k, o in zip((H, W), stride, dilation, (kH, kW), output_padding)]
-        padding = tuple(_draw(gen, 0, (f - 1) // 2 + 1) for f in full)
+        padding = tuple(randint(gen, 0, (f - 1) // 2 + 1) for f in full)
         dtype = torch.float32 if trial == trials - 1 else torch.float64
         x = torch.randn(B, C_in, H, W, generator=gen, dtype=dtype)
         weight = torch.randn(C_in, C_out, kH, kW, generator=gen, dtype=dtype)
@@ -171,11 +167,11 @@ def _conv_transpose2d_graph(gen: torch.Generator) -> list[Case]:
 def _conv2d_matrix(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(5):
-        kH, kW = _draw(gen, 1, 4), _draw(gen, 1, 4)
-        ph, pw = _draw(gen, 0, kH), _draw(gen, 0, kW)
-        H, W = _draw(gen, max(1, kH - 2 * ph), 8), _draw(gen, max(1, kW - 2 * pw), 8)
-        stride = (_draw(gen, 1, 4), _draw(gen, 1, 4))
-        shape = (kH, kW) if trial == 0 else (_draw(gen, 1, 4), _draw(gen, 1, 4), kH, kW)
+        kH, kW = randint(gen, 1, 4), randint(gen, 1, 4)
+        ph, pw = randint(gen, 0, kH), randint(gen, 0, kW)
+        H, W = randint(gen, max(1, kH - 2 * ph), 8), randint(gen, max(1, kW - 2 * pw), 8)
+        stride = (randint(gen, 1, 4), randint(gen, 1, 4))
+        shape = (kH, kW) if trial == 0 else (randint(gen, 1, 4), randint(gen, 1, 4), kH, kW)
         dtype = (torch.float32, torch.float64)[trial % 2]
         weight = torch.randn(*shape, generator=gen, dtype=dtype)
         settings = dict(stride=stride, padding=(ph, pw))
