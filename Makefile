@@ -51,6 +51,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_set_prediction.py
 	$(BIN)/python benchmarks/bench_mask_rcnn.py
 	$(BIN)/python benchmarks/bench_explain.py
+	$(BIN)/python benchmarks/bench_grading.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -11,7 +11,6 @@ import csv
 import functools
 import html
 import json
-import os
 import re
 import shutil
 import socket
@@ -27,20 +26,10 @@ from cs_dense.course.check import check
 from cs_dense.course.release import release
 from cs_dense.course.report import NEEDS_A_LOOK, write_report
 from cs_dense.course.samples import write_samples
-from cs_dense.course.sandbox import Limits, SandboxUnavailable, find_bwrap
-from toy_course import ASSIGNMENT, HIDDEN_MARKER, make_toy_course
+from cs_dense.course.sandbox import Limits
+from toy_course import ASSIGNMENT, HIDDEN_MARKER, make_toy_course, require_sandbox
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-
-
-def _require_sandbox() -> None:
-    """Skip without bubblewrap, except where the sandbox must be tested (CI sets CS_DENSE_REQUIRE_SANDBOX)."""
-    try:
-        find_bwrap()
-    except SandboxUnavailable as error:
-        if os.environ.get("CS_DENSE_REQUIRE_SANDBOX"):
-            raise
-        pytest.skip(str(error))
 
 
 def _set_source(nb, grade_id: str, source: str) -> None:
@@ -235,7 +224,7 @@ def _variants(complete: nbformat.NotebookNode, port: int) -> dict[str, tuple[obj
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    _require_sandbox()
+    require_sandbox()
     root = tmp_path_factory.mktemp("toy")
     course = make_toy_course(root / "course")
     release(course)
@@ -468,7 +457,7 @@ WRONG_BOX_CONVERT = "def box_convert(boxes, in_fmt, out_fmt):\n    return boxes.
 @pytest.fixture(scope="module")
 def tampering(tmp_path_factory):
     """Notebook 00's complete sample with one exercise made wrong and the kernel patched to hide it."""
-    _require_sandbox()
+    require_sandbox()
     from cs_dense.course.layout import Course
 
     course = Course(Path(__file__).resolve().parents[1])

@@ -21,6 +21,7 @@ SMOKE_RUNS = {
     "bench_set_prediction.py": ["--quick", "--seconds", "3"],
     "bench_mask_rcnn.py": ["--quick", "--seconds", "3", "--equal-steps"],
     "bench_explain.py": ["--quick", "--reps", "1"],
+    "bench_grading.py": ["--quick"],
 }
 
 

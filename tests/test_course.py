@@ -60,10 +60,16 @@ def test_release_holds_no_solution_and_no_hidden_test(assignment):
         assert BEGIN_SOLUTION not in text and BEGIN_HIDDEN not in text, path
         source = nbformat.read(COURSE.solutions / assignment / path.name, as_version=4)
         released = nbformat.read(path, as_version=4)
-        solution_ids = {c.metadata["nbgrader"]["grade_id"] for c in source.cells if c.metadata["nbgrader"].get("solution")}
+        solutions = {c.metadata["nbgrader"]["grade_id"]: c for c in source.cells if c.metadata["nbgrader"].get("solution")}
         for cell in released.cells:
-            if cell.metadata["nbgrader"]["grade_id"] in solution_ids:
+            answer = solutions.get(cell.metadata["nbgrader"]["grade_id"])
+            if answer is None:
+                continue
+            if cell.cell_type == "code":
                 assert "raise NotImplementedError()" in cell.source, cell.metadata["nbgrader"]["grade_id"]
+            else:  # a written answer: nbgrader's stub, and not a word of the model answer
+                assert cell.source == "YOUR ANSWER HERE", cell.metadata["nbgrader"]["grade_id"]
+                assert not any(line.strip() in text for line in answer.source.splitlines() if len(line.strip()) > 15)
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
@@ -84,7 +90,7 @@ def test_every_assignment_has_partial_bugs():
 def test_environment_yml_mirrors_pyproject_pins():
     project = tomllib.loads((COURSE.root / "pyproject.toml").read_text())["project"]
     pins = set(project["dependencies"]) | {p for extra in project["optional-dependencies"].values() for p in extra}
-    listed = set(re.findall(r"^\s+- ([A-Za-z0-9_.-]+==[^\s]+)$", (COURSE.root / "environment.yml").read_text(), re.M))
+    listed = set(re.findall(r"^\s+- ([A-Za-z0-9_.\[\]-]+==[^\s]+)$", (COURSE.root / "environment.yml").read_text(), re.M))
     assert pins == listed
 
 

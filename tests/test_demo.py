@@ -1,4 +1,4 @@
-"""`make demo` on the real course: complete = full marks, partial strictly between, blank = 0."""
+"""`make demo` on the real course: complete = every autograded point, partial strictly between, blank = 0."""
 
 from __future__ import annotations
 
@@ -31,12 +31,23 @@ def test_samples_grade_as_designed(demo):
         assert row.status == "graded", row
         by_student.setdefault(row.student_id, []).append(row)
     assert set(by_student) == {"complete", "partial", "blank"}
-    for row in by_student["complete"]:
-        assert row.score == row.max_score > 0, row
+    for row in by_student["complete"]:  # every point but those of answers graded by hand
+        assert row.score == row.max_score - _by_hand(row.assignment_id) > 0, row
     for row in by_student["blank"]:
         assert row.score == 0, row
     for row in by_student["partial"]:
         assert 0 < row.score < row.max_score, row
+
+
+def _by_hand(assignment: str) -> float:
+    """Points of the assignment's answers graded by hand (grade cells that are solution cells)."""
+    meta = [cell.metadata.get("nbgrader", {}) for path in (COURSE.solutions / assignment).glob("*.ipynb")
+            for cell in nbformat.read(path, as_version=4).cells]
+    return sum(m["points"] for m in meta if m.get("grade") and m.get("solution"))
+
+
+def test_one_written_answer_is_graded_by_hand():
+    assert {a: _by_hand(a) for a in COURSE.assignments() if _by_hand(a)} == {"03_iou_nms_map": 2}
 
 
 def _hidden_lines(assignment: str) -> set[str]:

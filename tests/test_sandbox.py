@@ -5,8 +5,12 @@ The whole sandbox, with nbgrader and hostile submissions, is tested in ``test_au
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from cs_dense.course.sandbox import JobSandbox, Limits, SandboxUnavailable, Watchdog, find_bwrap, parse_size
@@ -52,14 +56,15 @@ def test_watchdog_leaves_a_small_tree_alone():
 
 
 def _sandbox_run(tmp_path, code: str) -> subprocess.CompletedProcess:
-    """Run ``python -c code`` with the kernel's sandbox command line (no cgroups, no kernel)."""
+    """Run ``python -c code`` with the kernel's sandbox command line (the kernel's python, no cgroups)."""
     try:
         bwrap = find_bwrap()
     except SandboxUnavailable as error:
         pytest.skip(str(error))
     box = JobSandbox(tmp_path, tmp_path, Limits(), bwrap, {"CS_DENSE_DATA": str(tmp_path)})
     argv = box.argv()
-    argv = argv[: argv.index("--", argv.index(bwrap)) + 1] + [sys.executable, "-c", code]
+    start = argv.index("--", argv.index(bwrap)) + 1
+    argv = argv[:start] + [argv[start], "-c", code]
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=60)
     finally:
@@ -87,3 +92,18 @@ def test_the_sandbox_hides_the_host(tmp_path):
     assert lines[3] == "1"  # no_new_privs
     assert lines[4:7] == ["ro 30"] * 3  # EROFS, in /usr and in the sandbox's own root
     assert lines[7] == "no dns"
+
+
+def test_the_kernel_starts_when_the_grader_was_started_by_a_roundabout_path(tmp_path, monkeypatch):
+    # `../.venv/bin/python grade.py` from benchmarks/: a path through folders the sandbox does not hold
+    outside = Path(tempfile.mkdtemp())  # under the host's /tmp, which the sandbox replaces
+    try:
+        up = "/..".join([""] * len(outside.parts))
+        roundabout = f"{outside}{up}{os.path.dirname(sys.executable)}/{os.path.basename(sys.executable)}"
+        assert os.path.samefile(roundabout, sys.executable) and ".." in roundabout
+        monkeypatch.setattr(sys, "executable", roundabout)
+        result = _sandbox_run(tmp_path, "import sys; print(sys.prefix)")
+    finally:
+        outside.rmdir()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == os.path.realpath(sys.prefix)

@@ -7,16 +7,22 @@ checks and guards inside a real kernel.
 
 from __future__ import annotations
 
+import csv
+import os
 import shutil
 from pathlib import Path
 
 import nbformat
+import pytest
 
-from cs_dense.course.layout import Course
+from cs_dense.course.layout import Course, run_nbgrader
+from cs_dense.course.sandbox import SandboxUnavailable, find_bwrap
 
 ASSIGNMENT = "99_toy"
 REPO = Path(__file__).resolve().parents[1]
 HIDDEN_MARKER = "hidden-case-7f3a"
+#: grade id of the written answer (``written=True``)
+WRITTEN = "explain_scale"
 
 
 def _cell(kind: str, source: str, grade_id: str, *, solution=False, grade=False, points=0):
@@ -30,7 +36,8 @@ def _cell(kind: str, source: str, grade_id: str, *, solution=False, grade=False,
     return cell
 
 
-def toy_notebook() -> nbformat.NotebookNode:
+def toy_notebook(written: bool = False) -> nbformat.NotebookNode:
+    """The toy; ``written`` adds a question answered in words and graded by hand (2 points)."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [
@@ -55,15 +62,40 @@ def toy_notebook() -> nbformat.NotebookNode:
             points=3,
         ),
     ]
+    if written:
+        nb.cells += [
+            _cell("markdown", "Why may `scale` not call `torch.mul`?", "ask_why"),
+            _cell("markdown", "Because the exercise is to write the product yourself.", WRITTEN, solution=True,
+                  grade=True, points=2),
+        ]
     return nb
 
 
-def make_toy_course(root: Path) -> Course:
+def make_toy_course(root: Path, written: bool = False) -> Course:
     """A course repository in ``root`` with the toy assignment and the real nbgrader settings."""
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
     (root / "data").mkdir(exist_ok=True)
     folder = root / "solutions" / ASSIGNMENT
     folder.mkdir(parents=True, exist_ok=True)
-    nbformat.write(toy_notebook(), folder / f"{ASSIGNMENT}.ipynb")
+    nbformat.write(toy_notebook(written), folder / f"{ASSIGNMENT}.ipynb")
     return Course(root)
+
+
+def require_sandbox() -> None:
+    """Skip without bubblewrap, except where the sandbox must be tested (CI sets CS_DENSE_REQUIRE_SANDBOX)."""
+    try:
+        find_bwrap()
+    except SandboxUnavailable as error:
+        if os.environ.get("CS_DENSE_REQUIRE_SANDBOX"):
+            raise
+        pytest.skip(str(error))
+
+
+def nbgrader_export(course: Course) -> dict[str, tuple[float, float]]:
+    """``nbgrader export`` run in the course folder: student -> (score, max score)."""
+    result = run_nbgrader(["export", "--to", "export.csv"], cwd=course.root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open(course.root / "export.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["assignment"] == ASSIGNMENT]
+    return {r["student_id"]: (float(r["score"]), float(r["max_score"])) for r in rows}

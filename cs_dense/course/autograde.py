@@ -29,8 +29,10 @@ What this adds to ``nbgrader autograde``:
   submission and forbid every script.
 * A submitted file or folder that is a symbolic link is ``invalid``: it is not followed.
 * Rows are written as each submission finishes, so an interrupted run keeps what it
-  graded; run again with the same ``--out`` and it grades only the rest (``force=True``
-  grades everything again).
+  graded; run again with the same ``--out`` and it grades only the rest, and again those
+  whose grading machines were lost (``force=True`` grades everything again).
+* With ``scheduler``, submissions are graded on the workers of a Dask cluster
+  (:mod:`cs_dense.course.cluster`); rows and pages still are written here alone.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ CONTENT_SECURITY_POLICY = (
 )
 CSV_COLUMNS = ("student_id", "assignment_id", "score", "max_score", "status", "detail", "seconds")
 CELL_COLUMNS = ("student_id", "assignment_id", "grade_id", "score", "max_score")
+#: How a row begins whose grading machines all died (not the student's doing: graded again on resume).
+MACHINE_LOST = "grading machine lost"
 #: Default seconds one submission may take to grade, all cells together.
 NOTEBOOK_TIMEOUT = 1800
 #: Larger submitted notebooks are not read (outputs are cleared before grading anyway).
@@ -211,9 +215,27 @@ def kernel_threads(workers: int) -> str:
     return str(max(1, (os.cpu_count() or 1) // workers))
 
 
-def _grade_one(job: _Job, master_db: Path, work: Path, course: Course, feedback_out: Path, settings: dict) -> Grade:
-    """Autograde one student's assignment in its own temporary nbgrader course."""
+#: What grading one submission yields: its row, its feedback pages and its autograded notebooks
+#: (each by notebook name: HTML, and notebook JSON with outputs, for the course gradebook).
+Graded = tuple[Grade, dict[str, str], dict[str, str]]
+
+
+def _grade_one(job: _Job, master_db: Path, work: Path, course: Course, settings: dict) -> Graded:
+    """Autograde one student's assignment in its own temporary nbgrader course, removed afterwards.
+
+    Nothing is written outside that folder: the caller records the row and the pages.
+    """
+    started = time.monotonic()
     folder = Path(tempfile.mkdtemp(prefix="job_", dir=work))
+    try:
+        grade, pages, autograded = _grade_in(folder, job, master_db, course, settings)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    grade.seconds = round(time.monotonic() - started, 1)
+    return grade, pages, autograded
+
+
+def _grade_in(folder: Path, job: _Job, master_db: Path, course: Course, settings: dict) -> Graded:
     shutil.copy(master_db, folder / "gradebook.db")
     sandboxed = settings["bwrap"] is not None
     write_course_config(folder, cell_timeout=settings["cell_timeout"], kernel=KERNEL_NAME if sandboxed else None)
@@ -243,26 +265,23 @@ def _grade_one(job: _Job, master_db: Path, work: Path, course: Course, feedback_
                                   started=box.watch if sandboxed else None)
         except subprocess.TimeoutExpired:
             seconds = settings["notebook_timeout"]
-            return Grade(job.student, job.assignment, 0.0, max_score, "timeout", f"grading took longer than {seconds} s")
+            return Grade(job.student, job.assignment, 0.0, max_score, "timeout", f"grading took longer than {seconds} s"), {}, {}
         hit = box.limit_hit() if sandboxed else None
     if hit:
-        return Grade(job.student, job.assignment, 0.0, max_score, "limit", describe_limit(hit, settings["limits"]))
+        return Grade(job.student, job.assignment, 0.0, max_score, "limit", describe_limit(hit, settings["limits"])), {}, {}
     if result.returncode != 0:
         status, detail = _failure(result.stdout + result.stderr)
-        return Grade(job.student, job.assignment, 0.0, max_score, status, detail)
+        return Grade(job.student, job.assignment, 0.0, max_score, status, detail), {}, {}
     with Gradebook(f"sqlite:///{folder / 'gradebook.db'}") as gradebook:
         submission = gradebook.find_submission(job.assignment, job.student)
         score = float(submission.score)
         cells = {grade.name: float(grade.score) for notebook in submission.notebooks for grade in notebook.grades}
     feedback = run_nbgrader(["generate_feedback", job.assignment, "--student", job.student, "--force"], cwd=folder, env=env)
     detail = "" if feedback.returncode == 0 else "feedback could not be generated"
-    target = feedback_out / job.student / job.assignment
     generated = folder / "feedback" / job.student / job.assignment
-    if generated.is_dir():
-        target.mkdir(parents=True, exist_ok=True)
-        for page in generated.glob("*.html"):
-            (target / page.name).write_text(_with_policy(page.read_text()))
-    return Grade(job.student, job.assignment, score, max_score, "graded", detail, cells=cells)
+    pages = {page.stem: _with_policy(page.read_text()) for page in generated.glob("*.html")} if generated.is_dir() else {}
+    autograded = {path.stem: path.read_text() for path in (folder / "autograded" / job.student / job.assignment).glob("*.ipynb")}
+    return Grade(job.student, job.assignment, score, max_score, "graded", detail, cells=cells), pages, autograded
 
 
 def _with_policy(page: str) -> str:
@@ -352,6 +371,8 @@ def autograde(
     sandbox: bool = True,
     limits: Limits | None = None,
     force: bool = False,
+    scheduler: str | None = None,
+    gradebook: bool = False,
     progress=print,
 ) -> list[Grade]:
     """Grade every submission; write ``out/grades.csv`` and ``out/feedback/``; return the rows.
@@ -360,7 +381,7 @@ def autograde(
         course: the course repository (its ``solutions/`` define the tests and points).
         submissions: ``<student_id>/<assignment_id>/<notebook>.ipynb`` folders.
         out: output folder (created; an existing ``feedback/`` in it is replaced).
-        workers: submissions graded at once.
+        workers: submissions graded at once on this machine (not with ``scheduler``).
         assignments: only these assignments (default: every known one found in submissions).
         notebook_timeout: seconds one submission may take in all.
         cell_timeout: seconds one cell may take (default: the course setting).
@@ -368,6 +389,11 @@ def autograde(
         limits: memory, task and disk limits of each sandboxed job (default :class:`Limits`).
         force: grade every submission, even those ``out/grades.csv`` already has a row for
             (by default those rows, their cells and their feedback are kept).
+        scheduler: address of a Dask scheduler (``tcp://HOST:8786``): grade on its workers
+            (:mod:`cs_dense.course.cluster`) instead of on this machine. Needs the sandbox.
+        gradebook: also record each graded submission in the course's own nbgrader gradebook
+            and ``submitted/`` / ``autograded/`` folders (:mod:`cs_dense.course.gradebook`), for
+            formgrader, ``nbgrader export`` and ``nbgrader generate_feedback``.
         progress: called with a line of text per graded submission: done / total, a bar,
             the time left at the pace so far, and the row.
 
@@ -379,9 +405,13 @@ def autograde(
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    if scheduler is not None and not sandbox:
+        raise ValueError("grading on a Dask cluster needs the sandbox: grading machines run student code "
+                         "only inside it")
     submissions, out = Path(submissions).resolve(), Path(out).resolve()
     jobs, rows = find_jobs(submissions, course, assignments)
-    bwrap = find_bwrap() if sandbox else None
+    # on a cluster, each grading machine finds its own bubblewrap (and is not used without)
+    bwrap = find_bwrap() if sandbox and scheduler is None else None
     out.mkdir(parents=True, exist_ok=True)
     feedback_out = out / "feedback"
     kept = [] if force else previous_rows(out)
@@ -396,51 +426,73 @@ def autograde(
     # In the sandbox the course and the environment are read-only to student code; without
     # it, a snapshot catches (and undoes) changes. Not both: the snapshot would undo an
     # instructor's own edits made during a long run.
-    snapshot = Snapshot(course) if bwrap is None else None
+    snapshot = Snapshot(course) if not sandbox else None
     with tempfile.TemporaryDirectory(prefix="cs_dense_autograde_") as tmp:
         work = Path(tmp)
         settings = {"notebook_timeout": notebook_timeout, "cell_timeout": cell_timeout, "max_scores": {},
                     "threads": kernel_threads(workers), "bwrap": bwrap, "limits": limits or Limits()}
         master_dbs = {}
         for assignment in sorted({j.assignment for j in jobs} | {r.assignment_id for r in rows}):
-            master = work / f"master_{assignment}"
-            master.mkdir()
-            generate(course, assignment, master, with_db=True)
-            master_dbs[assignment] = master / "gradebook.db"
-            with Gradebook(f"sqlite:///{master_dbs[assignment]}") as gradebook:
-                settings["max_scores"][assignment] = float(gradebook.find_assignment(assignment).max_score)
+            master_dbs[assignment], settings["max_scores"][assignment] = master_gradebook(course, assignment, work)
         for row in rows:
             row.max_score = settings["max_scores"][row.assignment_id]
         cells = {a: grade_cells(course, a) for a in {r.assignment_id for r in kept} | set(settings["max_scores"])}
         results = Results(out, cells, kept + rows)
+        book = None
+        if gradebook:
+            from cs_dense.course.gradebook import CourseGradebook  # nbgrader's preprocessors only when asked for
+
+            book = CourseGradebook(course, sorted(settings["max_scores"]))
+        submitted = {(j.student, j.assignment): j.notebooks for j in jobs}
         for row in rows:
             _explain_page(row, course.notebook_names(row.assignment_id), feedback_out)
+            if book:
+                book.record(row, [], {})
 
-        def record(grade: Grade) -> None:
+        def record(grade: Grade, pages: dict[str, str], autograded: dict[str, str]) -> None:
+            if book:
+                book.record(grade, submitted[grade.student_id, grade.assignment_id], autograded)
             if grade.status != "graded":
                 _explain_page(grade, course.notebook_names(grade.assignment_id), feedback_out)
+            elif pages:
+                target = feedback_out / grade.student_id / grade.assignment_id
+                target.mkdir(parents=True, exist_ok=True)
+                for name, page in pages.items():
+                    (target / f"{name}.html").write_text(page)
             results.add(grade)
 
         try:
-            _run_jobs(jobs, master_dbs, work, course, feedback_out, settings, snapshot, workers, record, progress)
+            if scheduler is None:
+                _run_jobs(jobs, master_dbs, work, course, settings, snapshot, workers, record, progress)
+            else:
+                from cs_dense.course.cluster import grade_on_cluster  # Dask only when asked for
+
+                grade_on_cluster(jobs, scheduler, course, settings, record, progress)
         finally:
             results.write()
     return sorted(results.rows, key=lambda r: (r.student_id, r.assignment_id))
 
 
-def _run_jobs(jobs, master_dbs, work, course, feedback_out, settings, snapshot, workers, record, progress) -> None:
+def master_gradebook(course: Course, assignment: str, work: Path) -> tuple[Path, float]:
+    """The assignment's nbgrader gradebook, made in ``work`` from the solutions: (path, max score)."""
+    master = Path(tempfile.mkdtemp(prefix=f"master_{assignment}_", dir=work))
+    generate(course, assignment, master, with_db=True)
+    with Gradebook(f"sqlite:///{master / 'gradebook.db'}") as gradebook:
+        return master / "gradebook.db", float(gradebook.find_assignment(assignment).max_score)
+
+
+def _run_jobs(jobs, master_dbs, work, course, settings, snapshot, workers, record, progress) -> None:
     """Grade the jobs, checking the snapshot after each; rerun alone any job that may have tampered.
 
-    ``record`` receives each final row as soon as it is known.
+    ``record`` receives each final row and its pages as soon as they are known.
     """
     pace = _Pace(len(jobs))
 
-    def run(job: _Job) -> Grade:
+    def run(job: _Job) -> Graded:
         job.started = time.monotonic()
-        grade = _grade_one(job, master_dbs[job.assignment], work, course, feedback_out, settings)
+        graded = _grade_one(job, master_dbs[job.assignment], work, course, settings)
         job.finished = time.monotonic()
-        grade.seconds = round(job.finished - job.started, 1)
-        return grade
+        return graded
 
     def audit(job: _Job) -> bool:
         """True if the snapshot still holds; otherwise restore and say which jobs may be at fault."""
@@ -458,30 +510,31 @@ def _run_jobs(jobs, master_dbs, work, course, feedback_out, settings, snapshot, 
             return False
         return True
 
-    grades: dict[int, Grade] = {}
+    graded: dict[int, Graded] = {}
     suspects: set[int] = set()
     last_clean = time.monotonic()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(run, job): i for i, job in enumerate(jobs)}
         for future in as_completed(futures):
             i = futures[future]
-            grades[i] = future.result()
+            graded[i] = future.result()
             now = time.monotonic()
             if not audit(jobs[i]):
                 # Anyone running between the last clean check and now may be at fault.
                 suspects |= {k for k, j in enumerate(jobs) if j.started < now and (j.finished == 0 or j.finished > last_clean)}
             last_clean = now
             if i not in suspects:
-                record(grades[i])
-                progress(pace.step() + _line(grades[i]))
+                record(*graded[i])
+                progress(pace.step() + _line(graded[i][0]))
     for i in sorted(suspects):
         job = jobs[i]
-        grades[i] = run(job)
+        graded[i] = run(job)
         if not audit(job):
-            grades[i] = Grade(job.student, job.assignment, 0.0, grades[i].max_score, "tampered",
-                              "the notebook modified the course's grading files", grades[i].seconds)
-        record(grades[i])
-        progress(pace.step() + _line(grades[i]) + "  (re-graded alone)")
+            first = graded[i][0]
+            graded[i] = Grade(job.student, job.assignment, 0.0, first.max_score, "tampered",
+                              "the notebook modified the course's grading files", first.seconds), {}, {}
+        record(*graded[i])
+        progress(pace.step() + _line(graded[i][0]) + "  (re-graded alone)")
 
 
 class _Pace:
@@ -549,6 +602,8 @@ def previous_rows(out: Path) -> list[Grade]:
     for g in grades:
         if g["status"] in ("missing", "invalid"):
             continue  # found again, in a moment, in case the student has submitted since
+        if g["detail"].startswith(MACHINE_LOST):
+            continue  # graded again
         mine = {c["grade_id"]: float(c["score"]) for c in cells
                 if (c["student_id"], c["assignment_id"]) == (g["student_id"], g["assignment_id"])}
         rows.append(Grade(g["student_id"], g["assignment_id"], float(g["score"]), float(g["max_score"]), g["status"],
@@ -567,12 +622,16 @@ def write_csv(rows: list[Grade], path: Path) -> None:
 
 
 def grade_cells(course: Course, assignment: str) -> list[tuple[str, float]]:
-    """(grade id, points) of every grade cell of an assignment, in notebook order."""
+    """(grade id, points) of every autograded cell of an assignment, in notebook order.
+
+    Answers graded by hand (grade cells that are also solution cells) are left out: they score
+    in the course gradebook, once graded there.
+    """
     cells = []
     for name in course.notebook_names(assignment):
         for cell in nbformat.read(course.solutions / assignment / f"{name}.ipynb", as_version=4).cells:
             meta = cell.get("metadata", {}).get("nbgrader", {})
-            if meta.get("grade"):
+            if meta.get("grade") and not meta.get("solution"):
                 cells.append((meta["grade_id"], float(meta.get("points", 0))))
     return cells
 

@@ -1,4 +1,4 @@
-"""The ``cs-dense`` command: release, autograde, report, demo, check, samples."""
+"""The ``cs-dense`` command: release, autograde, report, demo, check, samples, bundle."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from cs_dense.course.autograde import NOTEBOOK_TIMEOUT, autograde, format_table
+from cs_dense.course.bundle import write_bundle
 from cs_dense.course.check import check, format_results
 from cs_dense.course.layout import find_course
 from cs_dense.course.release import release
@@ -32,7 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("autograde", help="grade SUBMISSIONS/<student>/<assignment>/<notebook>.ipynb")
     p.add_argument("submissions", type=Path)
     p.add_argument("--out", type=Path, required=True, help="folder for grades.csv and feedback/")
-    p.add_argument("--workers", type=int, default=1, help="submissions graded at once (default 1)")
+    p.add_argument("--workers", type=int, default=1, help="submissions graded at once on this machine (default 1)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:8786",
+                   help="grade on the workers of this Dask scheduler instead of on this machine (see the README)")
     p.add_argument("--assignment", action="append", dest="assignments", help="only this assignment (repeatable)")
     p.add_argument("--timeout", type=float, default=NOTEBOOK_TIMEOUT, help="seconds allowed per submission")
     p.add_argument("--no-sandbox", action="store_true", help="run student code without bubblewrap (trusted code only)")
@@ -54,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("notebook", type=Path)
 
     commands.add_parser("samples", help="regenerate data/samples/ (complete, partial, blank) from solutions/")
+
+    p = commands.add_parser("bundle", help="write what students install: released notebooks, the package with exercises stubbed")
+    p.add_argument("out", type=Path)
+    p.add_argument("--reveal", action="append", default=[], metavar="ASSIGNMENT",
+                   help="keep this assignment's reference implementations (repeatable)")
+    p.add_argument("--reveal-through", metavar="ASSIGNMENT", help="reveal this assignment and every earlier one")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists and is not empty")
     return parser
 
 
@@ -83,12 +93,18 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wrote {path.relative_to(course.root)}")
         elif args.command == "autograde":
             limits = Limits(memory=args.memory_limit, pids=args.pids_limit)
+            if args.scheduler and args.workers != 1:
+                raise ValueError("--workers is for grading on this machine; on a Dask cluster each worker's "
+                                 "grade slots (dask worker --resources grade=S) decide how many run at once")
             if args.no_sandbox:
                 print(NO_SANDBOX_WARNING, file=sys.stderr)
             rows = autograde(course, args.submissions, args.out, workers=args.workers, assignments=args.assignments,
-                             notebook_timeout=args.timeout, sandbox=not args.no_sandbox, limits=limits, force=args.force)
+                             notebook_timeout=args.timeout, sandbox=not args.no_sandbox, limits=limits, force=args.force,
+                             scheduler=args.scheduler, gradebook=True)
             print(format_table(rows))
             print(f"\nwrote {args.out / 'grades.csv'}, {args.out / 'cells.csv'} and feedback in {args.out / 'feedback'}")
+            print(f"graded submissions are also in the course's nbgrader gradebook ({course.root / 'gradebook.db'}): "
+                  "formgrader, nbgrader export and nbgrader generate_feedback work there")
             print(f"next: cs-dense report {args.out}")
         elif args.command == "demo":
             try:
@@ -107,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(_explain_samples())
                 if args.out:
                     print(f"\nfeedback pages: {args.out / 'feedback'}")
+        elif args.command == "bundle":
+            result = write_bundle(course, args.out, args.reveal, reveal_through=args.reveal_through, force=args.force)
+            for line in result.warnings:
+                print(f"cs-dense: warning: {line}", file=sys.stderr)
+            print(result.summary())
     except (ValueError, FileNotFoundError, SandboxUnavailable) as error:
         print(f"cs-dense: error: {error}", file=sys.stderr)
         return 2

@@ -85,11 +85,12 @@ def tool_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def write_course_config(folder: Path, *, cell_timeout: int | None = None, kernel: str | None = None) -> None:
+def write_course_config(folder: Path, *, cell_timeout: int | None = None, kernel: str | None = None,
+                        db: Path | None = None) -> None:
     """Write an ``nbgrader_config.py`` for a temporary course folder using the course settings.
 
     The folder gets nbgrader's default layout (``source/``, ``release/``, ``submitted/``,
-    ``autograded/``, ``feedback/``) and its own ``gradebook.db``. ``kernel`` names the
+    ``autograded/``, ``feedback/``) and its own ``gradebook.db`` (or the gradebook ``db``). ``kernel`` names the
     kernelspec notebooks run with (the sandbox's); it talks over Unix sockets, since TCP
     does not cross the sandbox's network namespace.
     """
@@ -100,7 +101,7 @@ def write_course_config(folder: Path, *, cell_timeout: int | None = None, kernel
         f"c.CourseDirectory.root = {str(folder)!r}",
         'c.CourseDirectory.source_directory = "source"',
         'c.CourseDirectory.release_directory = "release"',
-        f"c.CourseDirectory.db_url = {'sqlite:///' + str(folder / 'gradebook.db')!r}",
+        f"c.CourseDirectory.db_url = {'sqlite:///' + str(db or folder / 'gradebook.db')!r}",
     ]
     if cell_timeout is not None:
         lines.append(f"c.Execute.timeout = {int(cell_timeout)}")

@@ -13,7 +13,7 @@ class NbgraderError(RuntimeError):
     """An nbgrader step failed; the message carries its log."""
 
 
-def generate(course: Course, assignment: str, work: Path, *, with_db: bool) -> Path:
+def generate(course: Course, assignment: str, work: Path, *, with_db: bool, db: Path | None = None) -> Path:
     """Run ``nbgrader generate_assignment`` on a copy of one assignment in ``work``.
 
     Args:
@@ -21,6 +21,7 @@ def generate(course: Course, assignment: str, work: Path, *, with_db: bool) -> P
         assignment: the assignment id (a folder of ``solutions/``).
         work: an empty folder to use as a temporary nbgrader course.
         with_db: also record the assignment in ``work/gradebook.db`` (needed to autograde).
+        db: record it in this gradebook instead (the course's own, for instance).
 
     Returns:
         The folder holding the generated student version of the assignment.
@@ -31,7 +32,7 @@ def generate(course: Course, assignment: str, work: Path, *, with_db: bool) -> P
     """
     course.check_assignment(assignment)
     shutil.copytree(course.solutions / assignment, work / "source" / assignment)
-    write_course_config(work)
+    write_course_config(work, db=db)
     args = ["generate_assignment", assignment, "--force"] + ([] if with_db else ["--no-db"])
     result = run_nbgrader(args, cwd=work)
     if result.returncode != 0:

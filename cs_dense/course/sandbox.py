@@ -257,7 +257,9 @@ class JobSandbox:
 
     def argv(self) -> list[str]:
         """The kernel command: join the job's cgroups (if any), then bwrap, then ipykernel."""
-        python = sys.executable
+        # the folder resolved (no `..`, no linked folder, which the sandbox may not hold), the file
+        # not: a venv's python is a link whose own path says which environment it runs
+        python = os.path.join(os.path.realpath(os.path.dirname(sys.executable)), os.path.basename(sys.executable))
         # the private tmpfs first: a bind under /tmp (a course or venv there) must go on top of it
         binds = ["--size", str(self.limits.disk), "--tmpfs", "/tmp", "--size", str(self.limits.disk), "--tmpfs", WORK,
                  "--ro-bind", "/usr", "/usr"]

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 from torch import Tensor
+from torchvision.ops import box_convert
 
 from cs_dense.data.detections import check_detection_dict, target_areas
-from cs_dense.ops.boxes import box_convert
 
 
 def to_coco_gt(

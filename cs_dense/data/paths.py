@@ -19,7 +19,7 @@ DATA_ENV_VAR = "CS_DENSE_DATA"
 PROJECT_NAME = "cs_dense"
 
 
-def _normalise(name: str) -> str:
+def normalise_project_name(name: str) -> str:
     """A project name in PEP 503 normal form, so ``cs_dense`` matches ``cs-dense``."""
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -33,7 +33,7 @@ def _is_course_root(folder: Path) -> bool:
         name = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["name"]
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError):
         return False
-    return isinstance(name, str) and _normalise(name) == _normalise(PROJECT_NAME)
+    return isinstance(name, str) and normalise_project_name(name) == normalise_project_name(PROJECT_NAME)
 
 
 def _package_data_dir() -> Path:

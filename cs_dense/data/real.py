@@ -27,9 +27,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.datasets import CocoDetection, VOCDetection
 from torchvision.datasets.voc import DATASET_YEAR_DICT
+from torchvision.ops import box_convert
 from torchvision.transforms.functional import pil_to_tensor
-
-from cs_dense.ops.boxes import box_convert
 
 #: The 20 PASCAL VOC classes in the standard order, after "background" (label 0).
 VOC_CLASSES: tuple[str, ...] = (

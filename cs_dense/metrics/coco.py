@@ -15,11 +15,11 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 from torch import Tensor
+from torchvision.ops import box_convert
 
 from cs_dense.data.detections import check_detection_dict, target_areas
 from cs_dense.metrics.ap import COCO_REC_THRESHOLDS, interpolated_precision
 from cs_dense.metrics.matching import greedy_match
-from cs_dense.ops.boxes import box_convert
 
 IOU_TYPES = ("bbox", "segm")
 # pycocotools builds its grids with linspace (not arange) so that 0.75 is the nearest double.
