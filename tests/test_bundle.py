@@ -24,9 +24,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cs_dense.course.bundle import dependency_map, write_bundle
+from cs_dense.course.bundle import PACKAGE, dependency_map, find_stubs, notebook_uses, write_bundle
 from cs_dense.course.cli import main
 from cs_dense.course.layout import BEGIN_HIDDEN, BEGIN_SOLUTION, END_HIDDEN, END_SOLUTION, find_course
+from cs_dense.course.sourcecode import Package, reachable, read_package
 from cs_dense.data import load_split
 from cs_dense.grading.registry import EXERCISES, resolve
 
@@ -204,6 +205,30 @@ def test_the_readme_states_the_computed_dependency_map():
     assert rows == expected
 
 
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_no_visible_test_compares_an_exercise_with_the_packages_version_of_itself(assignment):
+    """In the bundle that version runs the student's own function: such a test could not fail there.
+
+    The calls a visible test cell makes are followed through the whole package (stubs not
+    cut short); none may reach a definition the registry forbids to an exercise the cell checks.
+    """
+    package = Package(read_package(COURSE.root, PACKAGE))
+    graph, stubs = package.graph(), find_stubs(package)
+    forbidden_to = {node: {name for name, e in EXERCISES.items() if stub.name in e.forbidden} for node, stub in stubs.items()}
+    (name,) = COURSE.notebook_names(assignment)
+    notebook = nbformat.read(COURSE.solutions / assignment / f"{name}.ipynb", as_version=4)
+    checked = {}
+    for cell in notebook.cells:
+        grading = cell.metadata.get("nbgrader", {})
+        if grading.get("grade") and not grading.get("solution"):
+            checked[grading["grade_id"]] = set(re.findall(r"""exercise=["'](\w+)["']""", cell.source))
+    assert checked and all(checked.values()), checked
+    for cell, (nodes, _) in notebook_uses(COURSE.solutions / assignment / f"{name}.ipynb", package, assignment).items():
+        if cell in checked:
+            own = {stubs[n].name for n in reachable(graph, nodes) & stubs.keys() if forbidden_to[n] & checked[cell]}
+            assert not own, f"{cell} checks {sorted(checked[cell])} and runs {sorted(own)}"
+
+
 def test_a_revealed_assignment_keeps_its_references(tmp_path):
     out = tmp_path / "bundle"
     write_bundle(COURSE, out, [FIRST])
@@ -232,6 +257,13 @@ STUB_PROBE = textwrap.dedent("""
     import importlib, inspect, json, pkgutil, sys
     import cs_dense
     from cs_dense.grading import registry
+    if "--students-own" in sys.argv:  # a notebook where the student wrote every exercise
+        def written(exercise):
+            def own(*args, **kwargs):
+                return "the student's " + exercise
+            return own
+        for exercise in registry.EXERCISES:
+            globals()[exercise] = written(exercise)
     modules = [m.name for m in pkgutil.walk_packages(cs_dense.__path__, "cs_dense.")]
     for name in modules:
         importlib.import_module(name)
@@ -244,8 +276,8 @@ STUB_PROBE = textwrap.dedent("""
             required = [p for p in inspect.signature(function).parameters.values()
                         if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
             try:
-                function(*[None] * len(required))
-                results[name] = "returned"
+                value = function(*[None] * len(required))
+                results[name] = value if isinstance(value, str) else "returned"
             except NotImplementedError as error:
                 results[name] = str(error)
             except Exception as error:
@@ -255,9 +287,9 @@ STUB_PROBE = textwrap.dedent("""
 """)
 
 
-def _probe(out: Path) -> dict:
+def _probe(out: Path, *flags: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(out)}
-    done = subprocess.run([sys.executable, "-c", STUB_PROBE], capture_output=True, text=True, env=env, cwd=out)
+    done = subprocess.run([sys.executable, "-c", STUB_PROBE, *flags], capture_output=True, text=True, env=env, cwd=out)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -282,6 +314,25 @@ def test_stubs_raise_naming_the_exercise_and_notebook(revealed, tmp_path):
             # the exercise and notebook of one of the exercises that forbid it
             assert name in said and any(f" {e} of notebook {n}:" in said for e, n in owners), f"{name}: {said}"
     assert found["unreleased"] == sorted(n for n, e in EXERCISES.items() if e.notebook not in revealed)
+
+
+def test_a_stub_runs_the_students_own_function_where_the_reference_is_a_drop_in(tmp_path):
+    """What a picture or a detector gets from the package once the student has written the exercise.
+
+    A module-level function that is an exercise's drop-in reference (the registry says so)
+    runs the student's function of that name from the running program's namespace; every
+    other stub (methods, helpers, references with another signature) still raises.
+    """
+    out = tmp_path / "bundle"
+    write_bundle(COURSE, out)
+    found = _probe(out, "--students-own")["stubs"]
+    drop_ins = {e.reference: name for name, e in EXERCISES.items() if e.reference and "." not in resolve(e.reference).__qualname__}
+    assert len(drop_ins) >= 40, sorted(drop_ins)
+    for name, said in found.items():
+        if name in drop_ins:
+            assert said == f"the student's {drop_ins[name]}", f"{name}: {said}"
+        else:
+            assert said.startswith(f"{name} ") and "write it there" in said, f"{name}: {said}"
 
 
 def test_the_bundled_cli_offers_check_only(tmp_path):
@@ -449,8 +500,10 @@ def test_notebooks_run_in_a_fresh_venv_with_only_the_bundle(assignment, venv):
     1. the solution notebook (a student with right answers) runs every cell when the
        assignments the dependency map names for it are revealed;
     2. with the assignments before it revealed and itself not, it runs every cell, or
-       stops at a NotImplementedError of an unrevealed assignment in a cell the map lists;
-    3. so does the released notebook up to its first exercise.
+       stops at a NotImplementedError of an unrevealed assignment in a cell the map lists
+       (cells after the exercises they use run the student's functions);
+    3. the released notebook runs every cell before its first exercise (pictures there use
+       a library's version of what the student is about to write).
     """
     needs = dependency_map(COURSE)[assignment]
     (name,) = COURSE.notebook_names(assignment)
@@ -460,4 +513,5 @@ def test_notebooks_run_in_a_fresh_venv_with_only_the_bundle(assignment, venv):
     assert not errors, f"with {sorted(needs)} revealed: {errors}"
     before = {a for a in ASSIGNMENTS if a < assignment}
     _explained(_run(venv, solution, before), needs, before)
-    _explained(_run(venv, COURSE.notebooks / assignment / f"{name}.ipynb", before, "first-exercise"), needs, before)
+    errors = _run(venv, COURSE.notebooks / assignment / f"{name}.ipynb", before, "first-exercise")
+    assert not errors, f"the released notebook before its first exercise, with {sorted(before)} revealed: {errors}"

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import re
+import sys
+import types
 from pathlib import Path
 
 import nbformat
@@ -10,7 +14,7 @@ import pytest
 
 from cs_dense.course.layout import find_course
 from cs_dense.grading import forbid
-from cs_dense.grading.registry import EXERCISES, exercise, forbidden, references, resolve
+from cs_dense.grading.registry import EXERCISES, exercise, forbidden, references, resolve, students_own
 
 COURSE = find_course(Path(__file__).parent)
 EXERCISE_ARGUMENT = re.compile(r"""exercise=["'](\w+)["']""")
@@ -64,3 +68,94 @@ def test_notebooks_name_exercises_instead_of_dotted_paths(assignment):
         assert exercise(name).notebook == assignment, f"{assignment} checks {name!r}, registered for {exercise(name).notebook}"
     own = {name for name, entry in EXERCISES.items() if entry.notebook == assignment}
     assert own <= used, f"{assignment}: registered exercises never checked: {sorted(own - used)}"
+
+
+
+def _solution_defs(assignment: str) -> dict[str, ast.FunctionDef]:
+    """The top-level functions the solution notebook of ``assignment`` defines, by name."""
+    found = {}
+    for path in sorted((COURSE.solutions / assignment).glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "code":
+                source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+                found.update({n.name: n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)})
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(n for n, e in EXERCISES.items() if e.reference is not None))
+def test_a_drop_in_reference_takes_the_students_parameters(name):
+    """Stand-ins and the bundle's stubs call the reference as the student's function is called, and back.
+
+    The student's parameters come first in the reference, in order and of the same kind (one
+    the reference takes by keyword only may be positional for the student too); whatever
+    else the reference takes has a default.
+    """
+    entry = exercise(name)
+    student = _solution_defs(entry.notebook).get(name)
+    assert student is not None, f"notebook {entry.notebook} defines no function {name}"
+    arguments = student.args
+    theirs = ([(a.arg, "POSITIONAL_ONLY") for a in arguments.posonlyargs]
+              + [(a.arg, "POSITIONAL_OR_KEYWORD") for a in arguments.args]
+              + [(a.arg, "KEYWORD_ONLY") for a in arguments.kwonlyargs])
+    assert not (arguments.vararg or arguments.kwarg), f"{name}: the notebook's signature takes *args or **kwargs"
+    signature = inspect.signature(resolve(entry.reference))
+    ours = list(signature.parameters.values())
+    said = f"{entry.reference}{signature} against the notebook's {ast.unparse(arguments)}"
+    assert [p.name for p in ours[: len(theirs)]] == [n for n, _ in theirs], said
+    for parameter, (_, kind) in zip(ours, theirs):
+        assert parameter.kind.name == kind or (parameter.kind.name, kind) == ("KEYWORD_ONLY", "POSITIONAL_OR_KEYWORD"), said
+    assert all(p.default is not inspect.Parameter.empty for p in ours[len(theirs):]), said
+
+
+STUB_MESSAGE = "cs_dense.ops.nms is the exercise nms of notebook 03_iou_nms_map: write it there"
+
+
+@students_own("nms")
+def _stub(boxes, scores, iou_threshold):
+    """A stub as the bundle writes it."""
+    raise NotImplementedError(STUB_MESSAGE)
+
+
+@pytest.fixture
+def notebook(monkeypatch):
+    """A stand-in for the running notebook's namespace (``__main__``)."""
+    main = types.ModuleType("__main__")
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    return main
+
+
+def _define(notebook, source: str) -> None:
+    exec(source, notebook.__dict__)
+
+
+def test_a_bundle_stub_runs_the_students_function_with_the_arguments_given(notebook):
+    _define(notebook, "def nms(b, s, iou_threshold):\n    return ('mine', b, s, iou_threshold)")
+    assert _stub(1, 2, iou_threshold=0.5) == ("mine", 1, 2, 0.5)
+    assert _stub(3, 4, 0.7) == ("mine", 3, 4, 0.7)
+    assert inspect.signature(_stub) == inspect.signature(_stub.__wrapped__)
+    assert _stub.__doc__ == "A stub as the bundle writes it."
+
+
+def test_a_call_the_students_function_cannot_take_is_refused_naming_the_arguments(notebook):
+    _define(notebook, "def nms(boxes, scores):\n    return 'never'")
+    with pytest.raises(NotImplementedError, match=r"the package calls nms with argument 1, argument 2, iou_threshold, "
+                                                  r"and your nms does not take them \(got an unexpected keyword"):
+        _stub(1, 2, iou_threshold=0.5)
+
+
+@pytest.mark.parametrize("binding", ["", "nms = 3", "from math import hypot as nms", "nms = lambda: 0\nnms.__module__ = 'os'"],
+                         ids=["nothing", "not-a-function", "imported", "from-elsewhere"])
+def test_a_bundle_stub_raises_without_a_function_of_the_notebooks_own(notebook, binding):
+    _define(notebook, binding)
+    with pytest.raises(NotImplementedError, match=re.escape(STUB_MESSAGE) + "$"):
+        _stub(1, 2, 0.5)
+
+
+def test_a_student_function_that_calls_the_stub_is_not_run_again(notebook):
+    _define(notebook, "calls = []\ndef nms(b, s, t):\n    calls.append(b)\n    return STUB(b, s, t)")
+    notebook.STUB = _stub
+    with pytest.raises(NotImplementedError, match="Your nms calls the package's nms, which in this bundle is your nms again"):
+        _stub(1, 2, 0.5)
+    assert notebook.calls == [1]
+    _define(notebook, "def nms(b, s, t):\n    return 'fixed'")  # afterwards, the guard is down again
+    assert _stub(1, 2, 0.5) == "fixed"

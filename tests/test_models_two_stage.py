@@ -72,7 +72,7 @@ def test_postprocess_matches_torchvision(device, seed):
     proposals = random_boxes(200, seed).to(device)
     logits = (torch.randn(200, 4, generator=g) * 3).to(device)
     deltas = torch.randn(200, 16, generator=g).to(device)
-    ours = postprocess_detections(logits, deltas, proposals, (128, 120), BoxCoder(ROI_BOX_WEIGHTS), 0.05, 0.5, 30)
+    ours = postprocess_detections(logits, deltas, proposals, (128, 120), 0.05, 0.5, 30, coder=BoxCoder(ROI_BOX_WEIGHTS))
     boxes, scores, labels = tv_roi_heads(0.05, 0.5, 30).postprocess_detections(logits, deltas, [proposals], [(128, 120)])
     assert len(ours["boxes"]) == 30
     torch.testing.assert_close(ours["boxes"], boxes[0])

@@ -9,7 +9,7 @@ import torch
 import torchvision
 from reference_loops import random_boxes
 
-from cs_dense.ops.roi import bilinear_sample, roi_align, roi_pool
+from cs_dense.ops.roi import bilinear_sample, boxes_to_rois, roi_align, roi_pool
 
 DTYPES = [torch.float32, torch.float64]
 SCALES = [1.0, 0.5, 0.25, 1 / 16]
@@ -342,3 +342,16 @@ def test_inputs_are_untouched(op):
     x_before, rois_before = x.clone(), rois.clone()
     op(x, rois, 3)
     assert torch.equal(x, x_before) and torch.equal(rois, rois_before)
+
+
+def test_boxes_to_rois_prefixes_each_images_boxes_with_its_index():
+    first, second = torch.tensor([[1.0, 2, 3, 4], [5, 6, 7, 8]]), torch.tensor([[9.0, 10, 11, 12]])
+    expected = torch.tensor([[0.0, 1, 2, 3, 4], [0, 5, 6, 7, 8], [2, 9, 10, 11, 12]])  # by hand; image 1 has none
+    assert torch.equal(boxes_to_rois([first, torch.zeros(0, 4), second]), expected)
+    # the same pooling either way (torchvision takes both forms)
+    feature = torch.randn(3, 2, 16, 16)
+    assert torch.equal(torchvision.ops.roi_align(feature, expected, 2), torchvision.ops.roi_align(feature, [first, torch.zeros(0, 4), second], 2))
+    with pytest.raises(ValueError, match="non-empty list"):
+        boxes_to_rois([])
+    with pytest.raises(ValueError, match=r"boxes\[1\] must be a Tensor\[L, 4\]"):
+        boxes_to_rois([first, torch.zeros(2, 5)])

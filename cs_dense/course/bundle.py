@@ -14,19 +14,23 @@ the repository's sources:
 * **Stubs.** Every ``cs_dense`` function or method that the exercise registry
   (:data:`cs_dense.grading.registry.EXERCISES`) forbids to an exercise of an assignment not
   revealed keeps its decorators, signature and docstring, and its body becomes a
-  ``raise NotImplementedError`` naming the exercise and the notebook. A private worker
-  the registry names (``_shortest_augmenting_path``) loses its docstring too: it explains
-  the algorithm. A private helper that nothing left in the package uses any more goes,
-  and so do imports nothing uses.
+  ``raise NotImplementedError`` naming the exercise and the notebook. A module-level
+  function that is its exercise's drop-in reference is also decorated with
+  :func:`cs_dense.grading.registry.students_own`: it runs the student's own function of that
+  name from the running notebook, so pictures and detectors built from the package use the
+  student's code. A private worker the registry names (``_shortest_augmenting_path``) loses
+  its docstring too: it explains the algorithm. A private helper that nothing left in the
+  package uses any more goes, and so do imports nothing uses.
 * **Dependencies.** Which assignments' references each notebook runs, found statically:
   the names a solution notebook uses (imports, attributes such as
   ``cs_dense.models.TwoStageDetector``, and the exercise names its test cells pass as
   ``stand_in``), followed through the package's call graph
   (:meth:`cs_dense.course.sourcecode.Package.graph`, conservative) to the stubbed
-  functions they reach. The slow tests run every notebook against bundles made from this
-  map. In the bundle, :data:`cs_dense.grading.registry.UNRELEASED` names the stubbed
-  exercises, so a test cell's stand-in for one of them leaves the student's own function
-  in place.
+  functions they reach; a stub that runs the student's function, reached after the
+  notebook has defined it, needs nothing. The slow tests run every notebook against
+  bundles made from this map. In the bundle, :data:`cs_dense.grading.registry.UNRELEASED`
+  names the stubbed exercises, so a test cell's stand-in for one of them leaves the
+  student's own function in place.
 """
 
 from __future__ import annotations
@@ -73,8 +77,10 @@ STUDENT_CLI = "cs_dense.course.cli"
 STUDENT_TOOLS = ("cs_dense.course.check", STUDENT_CLI)
 #: The commands of the bundle's ``cs-dense``.
 STUDENT_COMMANDS = ("check",)
-#: Where :data:`cs_dense.grading.registry.UNRELEASED` is set.
+#: Where :data:`cs_dense.grading.registry.UNRELEASED` is set, and the decorator of the
+#: stubs that run the student's own function.
 REGISTRY = "cs_dense.grading.registry"
+OWN = "students_own"
 
 # --------------------------------------------------------------------------------------
 # Exercises: what is stubbed, and whose it is
@@ -89,10 +95,21 @@ class Stub:
     exercise: str
     notebook: str
 
+    @property
+    def runs_the_students(self) -> bool:
+        """Whether the stub runs the student's own function of the exercise's name, when there is one.
+
+        So it does for a module-level function that is the exercise's drop-in reference
+        (the student's signature): see :func:`cs_dense.grading.registry.students_own`.
+        """
+        return EXERCISES[self.exercise].reference == self.name and "." not in self.node[1]
+
     def message(self) -> str:
         relation = "is the exercise" if self.name.rsplit(".", 1)[-1] == self.exercise else "belongs to the exercise"
+        where = (f"write it there and run its cell (the package then runs your {self.exercise})"
+                 if self.runs_the_students else "write it there")
         return (
-            f"{self.name} {relation} {self.exercise} of notebook {self.notebook}: write it there; "
+            f"{self.name} {relation} {self.exercise} of notebook {self.notebook}: {where}; "
             f"the reference is released with the solutions of {self.notebook}"
         )
 
@@ -145,13 +162,15 @@ def code_cells(path: Path) -> Iterator[tuple[str, str]]:
         yield cell.metadata.get("nbgrader", {}).get("grade_id", str(index)), "\n".join(lines)
 
 
-def notebook_uses(path: Path, package: Package, notebook: str) -> dict[str, set[Node]]:
-    """``{cell: definitions of the package the cell uses}`` for one notebook.
+def notebook_uses(path: Path, package: Package, notebook: str) -> dict[str, tuple[set[Node], frozenset[str]]]:
+    """``{cell: (definitions of the package the cell uses, names the notebook has defined by then)}``.
 
     A name counts from the import that binds it until a cell rebinds it (say, the student's
     own ``roi_align``). A string equal to another notebook's exercise name is a stand-in
     (``check(..., stand_in=["box_iou"])``): the test cell runs that exercise's reference.
+    The names defined are the functions and classes of this cell and the cells above it.
     """
+    defined: set[str] = set()
     bound: dict[str, tuple[str, ...]] = {}
 
     def resolve(parts: list[str]) -> Node | None:
@@ -175,7 +194,8 @@ def notebook_uses(path: Path, package: Package, notebook: str) -> dict[str, set[
         for node in tree.body:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
                 bound.pop(node.name, None)
-        uses[cell] = found
+                defined.add(node.name)
+        uses[cell] = found, frozenset(defined)
     return uses
 
 
@@ -242,7 +262,9 @@ def student_package(course: Course, revealed: Iterable[str]) -> StudentPackage:
     base[STUDENT_CLI] = narrow_cli(original[STUDENT_CLI], STUDENT_COMMANDS, {m for m in original if _is_tooling(m)})
     base[REGISTRY] = _set_unreleased(original[REGISTRY], unreleased)
     for module, here in stubs.items():
-        base[module] = stub_out(base[module], [(stub.node[1], stub.message()) for stub in here])
+        decorators = {stub.node[1]: f"{OWN}({stub.exercise!r})" for stub in here if stub.runs_the_students}
+        base[module] = stub_out(base[module], [(stub.node[1], stub.message()) for stub in here], decorators,
+                                f"from {REGISTRY} import {OWN}")
 
     def shaken(module: str, wanted: set[str]) -> str:
         """A stubbed module without what nothing uses any more; a tooling module cut to ``wanted``."""
@@ -292,8 +314,10 @@ def dependency_map(course: Course) -> dict[str, dict[str, tuple[str, ...]]]:
 
     Computed from the solution notebooks (a student's correct answers) as described in the
     module docstring. An assignment can name itself: cells outside its exercises (a
-    picture, a trained model, a test's oracle) that run the package's versions of its own
-    exercises fail until it is revealed.
+    picture, a trained model) that run the package's versions of its own exercises before
+    the student has written them, or versions that do not run the student's own
+    (:attr:`Stub.runs_the_students`), fail until it is revealed. A stub that runs the
+    student's function, once the notebook has defined it, leads nowhere else in the package.
     """
     package = Package(read_package(course.root, PACKAGE))
     graph, stubs = package.graph(), find_stubs(package)
@@ -301,8 +325,13 @@ def dependency_map(course: Course) -> dict[str, dict[str, tuple[str, ...]]]:
     for assignment in course.assignments():
         cells: dict[str, list[str]] = {}
         for name in course.notebook_names(assignment):
-            for cell, nodes in notebook_uses(course.solutions / assignment / f"{name}.ipynb", package, assignment).items():
-                for owner in sorted({stubs[n].notebook for n in reachable(graph, nodes) & stubs.keys()}):
+            uses = notebook_uses(course.solutions / assignment / f"{name}.ipynb", package, assignment)
+            for cell, (nodes, defined) in uses.items():
+                theirs = {node for node, stub in stubs.items()
+                          if stub.notebook == assignment and stub.runs_the_students and stub.exercise in defined}
+                pruned = {node: (set() if node in theirs else edges) for node, edges in graph.items()}
+                failing = (reachable(pruned, nodes) & stubs.keys()) - theirs
+                for owner in sorted({stubs[n].notebook for n in failing}):
                     cells.setdefault(owner, []).append(cell)
         needs[assignment] = {owner: tuple(cells[owner]) for owner in sorted(cells)}
     return needs
@@ -423,12 +452,16 @@ Grading also runs hidden tests, with fresh random cases.
 
 The package has its own version of every exercise, released with each assignment's
 solutions. Released in this copy: {status}. {stubs}
-Some cells run the package's versions of exercises, of earlier notebooks and of their own:
-a detector built from them, a picture drawn with them, a test that compares your answer
-with them. Such a cell works once those solutions are released (in a new copy of this
-folder); until then it stops with the message above. Computed from the notebooks:
+When a picture, a detector or a later exercise of a notebook calls the package's version of
+one of that notebook's exercises (`cs_dense.ops.nms` in notebook 03, say), the package runs
+yours: the function of that name you defined in the notebook, once its cell has run. So the
+pictures show what your code does. (When the course grades your notebook, it uses its
+own versions there.) Other cells run the package's versions of exercises of earlier
+notebooks, or a few of their own before you have written them. Such a cell works once
+those solutions are released (in a new copy of this folder); until then it stops with the
+message above. Computed from the notebooks:
 
-| notebook | needs the solutions of | cells that run its own exercises' package versions | waits in this copy for |
+| notebook | needs the solutions of | cells that need its own exercises' package versions | waits in this copy for |
 |---|---|---|---|
 {chr(10).join(rows)}
 """

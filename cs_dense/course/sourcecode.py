@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import ast
 import functools
+import itertools
 import json
 import textwrap
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -247,24 +248,38 @@ def _find(tree: ast.Module, qualname: str) -> ast.FunctionDef | ast.AsyncFunctio
     return node
 
 
-def stub_out(source: str, stubs: Iterable[tuple[str, str]]) -> str:
+def stub_out(source: str, stubs: Iterable[tuple[str, str]], decorators: Mapping[str, str] | None = None,
+             header: str | None = None) -> str:
     """``source`` with functions' bodies replaced by ``raise NotImplementedError(message)``.
 
     Args:
         stubs: ``(qualified name, message)`` of each function or method to stub. It keeps
             its decorators, signature and docstring; a private one (``_name``) loses its
             docstring too, which documents how it works rather than what it does.
+        decorators: ``{qualified name: decorator}`` put above a stub's own decorators
+            (``"students_own('nms')"``, without the ``@``).
+        header: a line put after the module's leading imports when some stub is decorated
+            (the decorator's import).
 
     Raises:
         ValueError: a name is a class, or a function whose body shares its ``def`` line.
     """
     tree = parse(source)
     lines = source.splitlines()
+    decorators = dict(decorators or {})
     edits = []
+    if header is not None and decorators:
+        leading = list(itertools.takewhile(lambda s: isinstance(s, ast.Import | ast.ImportFrom) or s is docstring(tree), tree.body))
+        after = leading[-1].end_lineno if leading else 0
+        edits.append(Edit(after + 1, after, (header,)))
     for qualname, message in stubs:
         node = _find(tree, qualname)
         if isinstance(node, ast.ClassDef):
             raise ValueError(f"{qualname} is a class: stub its methods")
+        if qualname in decorators:
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            indent = " " * node.col_offset
+            edits.append(Edit(first, first - 1, (f"{indent}@{decorators.pop(qualname)}",)))
         private = node.name.startswith("_") and not node.name.startswith("__")
         doc = None if private else docstring(node)
         statements = node.body[1:] if doc else node.body
@@ -279,6 +294,8 @@ def stub_out(source: str, stubs: Iterable[tuple[str, str]]) -> str:
         edits.append(Edit(first, node.end_lineno, (
             f"{indent}raise NotImplementedError(", *(f"{indent}    {json.dumps(part)}" for part in parts), f"{indent})",
         )))
+    if decorators:
+        raise ValueError(f"decorators for functions not stubbed: {', '.join(sorted(decorators))}")
     return apply_edits(source, edits)
 
 

@@ -31,7 +31,7 @@ from torch import Tensor
 from cs_dense.models.masks import MASK_THRESHOLD, MaskHead, _project, maskrcnn_inference, maskrcnn_loss, paste_masks_in_image
 from cs_dense.models.two_stage import DetectorConfig, TwoStageDetector, stack_detector_images
 from cs_dense.ops.boxes import box_iou
-from cs_dense.ops.roi import roi_align, roi_pool
+from cs_dense.ops.roi import boxes_to_rois, roi_align, roi_pool
 from cs_dense.validation import check_choice, check_int
 
 #: Features the mask branch can pool: RoI Align (the paper's) or RoI Pool (its ablation, table 2c).
@@ -147,8 +147,8 @@ class MaskRCNN(TwoStageDetector):
         """``Tensor[K, channels, mask_pool, mask_pool]``: the mask branch's RoI features of all images' boxes."""
         size, scale = self.config.mask_pool, 1 / self.config.stride
         if self.config.mask_roi_op == "pool":
-            return roi_pool(feature, list(boxes), size, scale)
-        return roi_align(feature, list(boxes), size, scale, sampling_ratio=2, aligned=True)
+            return roi_pool(feature, boxes_to_rois(list(boxes)), size, scale)
+        return roi_align(feature, boxes_to_rois(list(boxes)), size, scale, sampling_ratio=2, aligned=True)
 
     def forward(self, images: Sequence[Tensor], targets: Sequence[dict[str, Tensor]] | None = None):
         if self.training and targets is None:

@@ -26,7 +26,7 @@ from cs_dense.models.anchors import IGNORED, AnchorGenerator, BoxCoder, match_an
 from cs_dense.models.rpn import SMOOTH_L1_BETA, RegionProposalNetwork, RPNHead
 from cs_dense.ops.boxes import box_iou, check_boxes, clip_boxes_to_image, remove_small_boxes
 from cs_dense.ops.nms import batched_nms
-from cs_dense.ops.roi import roi_align
+from cs_dense.ops.roi import boxes_to_rois, roi_align
 from cs_dense.validation import check_int, check_positive_numbers, check_same_length, check_tensor, describe
 
 #: Box-coder weights of the second stage (Fast R-CNN): deltas of well-placed proposals are
@@ -102,11 +102,12 @@ def postprocess_detections(
     box_deltas: Tensor,
     proposals: Tensor,
     image_size: tuple[int, int],
-    coder: BoxCoder,
     score_thresh: float = 0.05,
     nms_thresh: float = 0.5,
     detections_per_img: int = 100,
     min_size: float = 1e-2,
+    *,
+    coder: BoxCoder | None = None,
 ) -> dict[str, Tensor]:
     """Detections of one image from the head's outputs on its proposals.
 
@@ -119,11 +120,12 @@ def postprocess_detections(
         box_deltas (Tensor[K, 4 C]): deltas of every class, relative to the proposal.
         proposals (Tensor[K, 4]): xyxy, pixels.
         image_size: ``(H, W)``, to clip the boxes.
-        coder: decodes the deltas (:data:`ROI_BOX_WEIGHTS` in the detector).
         score_thresh: candidates must score strictly more than this.
         nms_thresh: per-class NMS suppresses at IoU ``>`` this.
         detections_per_img: the most detections kept.
         min_size: the smallest width and height kept, in pixels.
+        coder: decodes the deltas; by default the detector's, weights :data:`ROI_BOX_WEIGHTS`
+            (notebook 05's exercise takes the parameters before ``min_size`` only).
 
     Returns:
         ``{"boxes": Tensor[D, 4], "scores": Tensor[D], "labels": Tensor[D] int64}``, by
@@ -136,6 +138,7 @@ def postprocess_detections(
     if box_deltas.shape[0] != k or proposals.shape[0] != k:
         raise ValueError(f"class_logits, box_deltas and proposals must have K = {k} rows, got "
                          f"{describe(box_deltas)} and {describe(proposals)}")
+    coder = BoxCoder(ROI_BOX_WEIGHTS) if coder is None else coder
     scores = F.softmax(class_logits, dim=1)[:, 1:]  # [K, C - 1]
     boxes = clip_boxes_to_image(coder.decode(box_deltas, proposals).view(k, c, 4)[:, 1:], image_size)  # [K, C - 1, 4]
     labels = torch.arange(1, c, device=class_logits.device).expand(k, c - 1)
@@ -185,7 +188,8 @@ class RoIHead(nn.Module):
 
     def predict(self, feature: Tensor, proposals: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         """Class logits Tensor[K, C] and deltas Tensor[K, 4 C] of all images' proposals, concatenated."""
-        pooled = roi_align(feature, list(proposals), self.pool_size, self.spatial_scale, self.sampling_ratio)
+        rois = boxes_to_rois(list(proposals))  # the Tensor[K, 5] form: notebook 05's roi_align takes only it
+        pooled = roi_align(feature, rois, self.pool_size, self.spatial_scale, self.sampling_ratio)
         hidden = self.mlp(pooled)
         return self.classifier(hidden), self.box_regressor(hidden)
 
@@ -204,8 +208,8 @@ class RoIHead(nn.Module):
             logits, deltas = self.predict(feature, proposals)
             counts = [p.shape[0] for p in proposals]
             return [
-                postprocess_detections(lg, dl, p, image_size, self.coder, self.score_thresh, self.nms_thresh,
-                                       self.detections_per_img)
+                # the default coder is self.coder's: the call takes only notebook 05's parameters
+                postprocess_detections(lg, dl, p, image_size, self.score_thresh, self.nms_thresh, self.detections_per_img)
                 for lg, dl, p in zip(logits.split(counts), deltas.split(counts), proposals)
             ], {}
         sampled, labels, regression = [], [], []

@@ -17,7 +17,7 @@ from cs_dense.ops.boxes import (
 )
 from cs_dense.ops.losses import dice_loss, sigmoid_focal_loss
 from cs_dense.ops.nms import batched_nms, nms, soft_nms
-from cs_dense.ops.roi import bilinear_sample, roi_align, roi_pool
+from cs_dense.ops.roi import bilinear_sample, boxes_to_rois, roi_align, roi_pool
 from cs_dense.ops.upsample import (
     bed_of_nails_unpool,
     bilinear_kernel,
@@ -37,6 +37,7 @@ __all__ = [
     "box_area",
     "box_convert",
     "box_iou",
+    "boxes_to_rois",
     "clip_boxes_to_image",
     "conv2d_matrix",
     "conv_transpose2d",

@@ -129,6 +129,30 @@ def bilinear_sample(feature: Tensor, y: Tensor | float, x: Tensor | float) -> Te
 # ---------------------------------------------------------------- argument checks
 
 
+def boxes_to_rois(boxes: Sequence[Tensor]) -> Tensor:
+    """The ``Tensor[K, 5]`` rows ``(batch_index, x1, y1, x2, y2)`` of a list of per-image boxes.
+
+    The form of the ``boxes`` argument of :func:`roi_align` and :func:`roi_pool` that the
+    notebooks' exercises take; the package's detectors convert with this before they pool.
+
+    Args:
+        boxes: one ``Tensor[L_i, 4]`` of xyxy boxes per image (at least one image), all of one
+            dtype and device.
+
+    Returns:
+        Tensor[sum L_i, 5]: image 0's rows first, in their order, then image 1's, ...
+
+    Raises:
+        ValueError: ``boxes`` is empty or holds something other than ``Tensor[L, 4]``.
+    """
+    if not isinstance(boxes, (list, tuple)) or not boxes:
+        raise ValueError(f"boxes must be a non-empty list of Tensor[L, 4], got {describe(boxes)}")
+    for index, image_boxes in enumerate(boxes):
+        if not isinstance(image_boxes, Tensor) or image_boxes.dim() != 2 or image_boxes.shape[1] != 4:
+            raise ValueError(f"boxes[{index}] must be a Tensor[L, 4] of xyxy boxes, got {describe(image_boxes)}")
+    return torch.cat([torch.cat([torch.full_like(b[:, :1], index), b], dim=1) for index, b in enumerate(boxes)])
+
+
 def _rois(input: Tensor, boxes: Tensor | Sequence[Tensor], spatial_scale: float) -> Tensor:
     """Check the arguments shared by both poolings; return ``Tensor[K, 5]`` rows
     ``(batch_index, x1, y1, x2, y2)`` in the dtype and on the device of ``input``."""
@@ -158,9 +182,7 @@ def _rois(input: Tensor, boxes: Tensor | Sequence[Tensor], spatial_scale: float)
                 got = describe(image_boxes)
                 raise ValueError(f"boxes[{index}] must be a Tensor[L, 4] of xyxy boxes, got {got}")
         per_image = [b.detach().to(dtype=input.dtype, device=input.device) for b in boxes]
-        batch_index = [torch.full_like(b[:, :1], index) for index, b in enumerate(per_image)]  # [L, 1] each
-        rows = [torch.cat(pair, dim=1) for pair in zip(batch_index, per_image)]  # [L, 5] each
-        rois = torch.cat(rows) if rows else input.new_zeros(0, 5)
+        rois = boxes_to_rois(per_image) if per_image else input.new_zeros(0, 5)
     else:
         raise ValueError(f"boxes must be a Tensor[K, 5] or a list of Tensor[L, 4], got {describe(boxes)}")
 

@@ -139,8 +139,8 @@ def _postprocess_detections(gen: torch.Generator) -> list[Case]:
         score_thresh = (0.05, 0.0, 0.3)[trial % 3]
         nms_thresh, limit = (0.5, 0.3, 0.7)[randint(gen, 0, 3)], (100, 20, 5)[randint(gen, 0, 3)]
         args = (logits, deltas, proposals, (H, W), score_thresh, nms_thresh, limit)
-        expected = postprocess_detections(logits, deltas, proposals, (H, W), BoxCoder(ROI_BOX_WEIGHTS), score_thresh,
-                                          nms_thresh, limit)
+        expected = postprocess_detections(logits, deltas, proposals, (H, W), score_thresh, nms_thresh, limit,
+                                          coder=BoxCoder(ROI_BOX_WEIGHTS))
         cases.append(Case(f"K={K}, C={C}, image {H} x {W}, score_thresh {score_thresh}, nms_thresh {nms_thresh}, "
                           f"detections_per_img {limit}, {dtype}", args, expected=expected))
     return cases
