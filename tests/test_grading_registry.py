@@ -38,8 +38,11 @@ def test_every_entry_resolves_to_something_forbid_can_watch(name):
     assert entry.notebook in COURSE.assignments(), f"{name}: no assignment {entry.notebook}"
     forbid(*entry.forbidden, exercise=name)  # raises ValueError for a name that does not resolve
     if entry.reference is not None:
-        assert callable(resolve(entry.reference))
-        assert entry.reference in entry.forbidden, f"{name}: its own reference must be forbidden while it is checked"
+        reference = resolve(entry.reference)
+        assert callable(reference)
+        # a class's constructor is what would solve the exercise
+        watched = entry.reference + ".__init__" if inspect.isclass(reference) else entry.reference
+        assert watched in entry.forbidden, f"{name}: its own reference must be forbidden while it is checked"
 
 
 def test_unknown_names_are_explained():
@@ -71,14 +74,14 @@ def test_notebooks_name_exercises_instead_of_dotted_paths(assignment):
 
 
 
-def _solution_defs(assignment: str) -> dict[str, ast.FunctionDef]:
-    """The top-level functions the solution notebook of ``assignment`` defines, by name."""
+def _solution_defs(assignment: str) -> dict[str, ast.FunctionDef | ast.ClassDef]:
+    """The top-level functions and classes the solution notebook of ``assignment`` defines, by name."""
     found = {}
     for path in sorted((COURSE.solutions / assignment).glob("*.ipynb")):
         for cell in nbformat.read(path, as_version=4).cells:
             if cell.cell_type == "code":
                 source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
-                found.update({n.name: n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)})
+                found.update({n.name: n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef | ast.ClassDef)})
     return found
 
 
@@ -92,13 +95,20 @@ def test_a_drop_in_reference_takes_the_students_parameters(name):
     """
     entry = exercise(name)
     student = _solution_defs(entry.notebook).get(name)
-    assert student is not None, f"notebook {entry.notebook} defines no function {name}"
-    arguments = student.args
+    assert student is not None, f"notebook {entry.notebook} defines no function or class {name}"
+    reference = resolve(entry.reference)
+    assert isinstance(student, ast.ClassDef) == inspect.isclass(reference), f"{name}: a class for a function, or back"
+    if isinstance(student, ast.ClassDef):  # its constructor, after self
+        (init,) = [n for n in student.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"]
+        arguments = init.args
+        arguments.args = arguments.args[1:]
+    else:
+        arguments = student.args
     theirs = ([(a.arg, "POSITIONAL_ONLY") for a in arguments.posonlyargs]
               + [(a.arg, "POSITIONAL_OR_KEYWORD") for a in arguments.args]
               + [(a.arg, "KEYWORD_ONLY") for a in arguments.kwonlyargs])
     assert not (arguments.vararg or arguments.kwarg), f"{name}: the notebook's signature takes *args or **kwargs"
-    signature = inspect.signature(resolve(entry.reference))
+    signature = inspect.signature(reference)
     ours = list(signature.parameters.values())
     said = f"{entry.reference}{signature} against the notebook's {ast.unparse(arguments)}"
     assert [p.name for p in ours[: len(theirs)]] == [n for n, _ in theirs], said
@@ -159,3 +169,51 @@ def test_a_student_function_that_calls_the_stub_is_not_run_again(notebook):
     assert notebook.calls == [1]
     _define(notebook, "def nms(b, s, t):\n    return 'fixed'")  # afterwards, the guard is down again
     assert _stub(1, 2, 0.5) == "fixed"
+
+
+CLASS_MESSAGE = "cs_dense.models.MaskHead.__init__ belongs to the exercise MaskHead of notebook 08_mask_rcnn: write it there"
+
+
+@students_own("MaskHead")
+class _StubClass:
+    """A class as the bundle writes it: its methods stubbed."""
+
+    def __init__(self, in_channels, num_classes, layers=(4,)):
+        raise NotImplementedError(CLASS_MESSAGE)
+
+
+def test_building_a_bundle_stub_class_builds_the_students_class_with_the_arguments_given(notebook):
+    _define(notebook, "class MaskHead:\n    def __init__(self, c, num_classes, layers=(8,)):\n"
+                      "        self.got = (c, num_classes, layers)")
+    head = _StubClass(3, num_classes=4)
+    assert type(head) is notebook.MaskHead and head.got == (3, 4, (8,))
+    assert _StubClass(1, 2, (5, 6)).got == (1, 2, (5, 6))
+    assert _StubClass.__doc__ == "A class as the bundle writes it: its methods stubbed."
+
+
+@pytest.mark.parametrize("binding", ["", "MaskHead = 3", "def MaskHead(c, k):\n    return 'a function'",
+                                     "from fractions import Fraction as MaskHead",
+                                     "class MaskHead(STUB):\n    def __init__(self, c, k):\n        super().__init__(c, k)"],
+                         ids=["nothing", "not-a-class", "a-function", "imported", "a-subclass-of-the-stub"])
+def test_a_bundle_stub_class_raises_without_a_class_of_the_notebooks_own(notebook, binding):
+    notebook.STUB = _StubClass
+    _define(notebook, binding)
+    with pytest.raises(NotImplementedError, match=re.escape(CLASS_MESSAGE) + "$"):
+        _StubClass(1, 2)
+
+
+def test_a_bundle_stub_class_refuses_arguments_the_students_class_cannot_take(notebook):
+    _define(notebook, "class MaskHead:\n    def __init__(self, c):\n        pass")
+    with pytest.raises(NotImplementedError, match=r"the package calls MaskHead with argument 1, argument 2, and your "
+                                                  r"MaskHead does not take them \(too many positional"):
+        _StubClass(1, 2)
+
+
+def test_a_students_class_that_builds_the_stub_class_is_not_built_again(notebook):
+    _define(notebook, "class MaskHead:\n    def __init__(self, c, k):\n        self.inner = STUB(c, k)")
+    notebook.STUB = _StubClass
+    with pytest.raises(NotImplementedError, match="Your MaskHead builds the package's MaskHead, which in this bundle is "
+                                                  "your MaskHead again"):
+        _StubClass(1, 2)
+    _define(notebook, "class MaskHead:\n    def __init__(self, c, k):\n        self.inner = None")
+    assert _StubClass(1, 2).inner is None  # afterwards, the guard is down again

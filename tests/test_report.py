@@ -12,7 +12,8 @@ from cs_dense.course.autograde import CELL_COLUMNS, CSV_COLUMNS
 from cs_dense.course.cli import main
 from cs_dense.course.report import summarise, write_report
 
-# assignment A: cells a1 (2 points) and a2 (3 points); assignment B: cell b1 (4 points)
+# assignment A: cells a1 (2 points) and a2 (3 points); assignment B: cell b1 (4 points);
+# assignment C: cell c1 (5 points) of 6, the sixth graded by hand
 GRADES = [
     ("alice", "A", 5, 5, "graded", "", 12.5),
     ("bob", "A", 2, 5, "graded", "", 30.0),
@@ -20,10 +21,11 @@ GRADES = [
     ("alice", "B", 4, 4, "graded", "", 8.0),
     ("bob", "B", 0, 4, "missing", "no B/B.ipynb submitted", 0.0),
     ("<b>eve</b>", "B", 0, 4, "timeout", "grading took longer than 1800 s", 1800.0),
+    ("alice", "C", 5, 6, "graded", "", 2.0),  # C: 5 autograded points and a written answer worth 1
 ]
 CELLS = {("alice", "A"): (2, 3), ("bob", "A"): (2, 0), ("carol", "A"): (0, 0),
-         ("alice", "B"): (4,), ("bob", "B"): (0,), ("<b>eve</b>", "B"): (0,)}
-POINTS = {"A": (("a1", 2), ("a2", 3)), "B": (("b1", 4),)}
+         ("alice", "B"): (4,), ("bob", "B"): (0,), ("<b>eve</b>", "B"): (0,), ("alice", "C"): (5,)}
+POINTS = {"A": (("a1", 2), ("a2", 3)), "B": (("b1", 4),), "C": (("c1", 5),)}
 
 
 @pytest.fixture
@@ -57,6 +59,8 @@ def test_summary_by_hand(out):
     # B: bob's missing notebook is not a submission
     assert (b["students"], b["submitted"], b["graded"]) == (3, 2, 1)
     assert b["mean"] == 2 and b["cells"]["b1"]["pass_rate"] == 0.5
+    # C: every autograded point is full marks until the written answer is graded
+    assert (summary["C"]["autograded_max"], summary["C"]["full_marks"], summary["C"]["max_score"]) == (5, 1, 6)
 
 
 def test_the_page_lists_what_needs_a_look_and_the_slowest(out):
@@ -66,7 +70,7 @@ def test_the_page_lists_what_needs_a_look_and_the_slowest(out):
     assert "bob" not in look  # missing is not a problem of grading
     assert "<b>eve</b>" not in page  # every value from the CSV is escaped
     slowest = page.split("slowest notebooks")[1].split("<h2>")[0]
-    assert re.findall(r"<td>([\d.]+)</td>", slowest) == ["1800.0", "30.0", "12.5", "8.0", "4.0"]
+    assert re.findall(r"<td>([\d.]+)</td>", slowest) == ["1800.0", "30.0", "12.5", "8.0", "4.0", "2.0"]
     assert "67%" in page and "33%" in page and "2.3 / 5" in page
 
 

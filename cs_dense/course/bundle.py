@@ -18,7 +18,7 @@ the repository's sources:
   function that is its exercise's drop-in reference is also decorated with
   :func:`cs_dense.grading.registry.students_own`: it runs the student's own function of that
   name from the running notebook, so pictures and detectors built from the package use the
-  student's code. A private worker the registry names (``_shortest_augmenting_path``) loses
+  student's code; a class that is (its methods stubbed) builds the student's class. A private worker the registry names (``_shortest_augmenting_path``) loses
   its docstring too: it explains the algorithm. A private helper that nothing left in the
   package uses any more goes, and so do imports nothing uses.
 * **Dependencies.** Which assignments' references each notebook runs, found statically:
@@ -100,9 +100,18 @@ class Stub:
         """Whether the stub runs the student's own function of the exercise's name, when there is one.
 
         So it does for a module-level function that is the exercise's drop-in reference
-        (the student's signature): see :func:`cs_dense.grading.registry.students_own`.
+        (the student's signature), and for a method of a module-level class that is (the
+        student's constructor): see :func:`cs_dense.grading.registry.students_own`.
         """
-        return EXERCISES[self.exercise].reference == self.name and "." not in self.node[1]
+        reference, qualname = EXERCISES[self.exercise].reference, self.node[1]
+        if "." not in qualname:
+            return reference == self.name
+        return qualname.count(".") == 1 and reference == self.name.rsplit(".", 1)[0]
+
+    @property
+    def decorated(self) -> str:
+        """The qualified name that carries the decorator when the stub runs the student's: the function, or its class."""
+        return self.node[1].split(".")[0]
 
     def message(self) -> str:
         relation = "is the exercise" if self.name.rsplit(".", 1)[-1] == self.exercise else "belongs to the exercise"
@@ -262,7 +271,7 @@ def student_package(course: Course, revealed: Iterable[str]) -> StudentPackage:
     base[STUDENT_CLI] = narrow_cli(original[STUDENT_CLI], STUDENT_COMMANDS, {m for m in original if _is_tooling(m)})
     base[REGISTRY] = _set_unreleased(original[REGISTRY], unreleased)
     for module, here in stubs.items():
-        decorators = {stub.node[1]: f"{OWN}({stub.exercise!r})" for stub in here if stub.runs_the_students}
+        decorators = {stub.decorated: f"{OWN}({stub.exercise!r})" for stub in here if stub.runs_the_students}
         base[module] = stub_out(base[module], [(stub.node[1], stub.message()) for stub in here], decorators,
                                 f"from {REGISTRY} import {OWN}")
 
@@ -322,15 +331,17 @@ def dependency_map(course: Course) -> dict[str, dict[str, tuple[str, ...]]]:
     package = Package(read_package(course.root, PACKAGE))
     graph, stubs = package.graph(), find_stubs(package)
     needs: dict[str, dict[str, tuple[str, ...]]] = {}
+    pruned: dict[frozenset[Node], dict[Node, set[Node]]] = {}  # the graph without the stubs that run the student's
     for assignment in course.assignments():
         cells: dict[str, list[str]] = {}
         for name in course.notebook_names(assignment):
             uses = notebook_uses(course.solutions / assignment / f"{name}.ipynb", package, assignment)
             for cell, (nodes, defined) in uses.items():
-                theirs = {node for node, stub in stubs.items()
-                          if stub.notebook == assignment and stub.runs_the_students and stub.exercise in defined}
-                pruned = {node: (set() if node in theirs else edges) for node, edges in graph.items()}
-                failing = (reachable(pruned, nodes) & stubs.keys()) - theirs
+                theirs = frozenset(node for node, stub in stubs.items()
+                                   if stub.notebook == assignment and stub.runs_the_students and stub.exercise in defined)
+                if theirs not in pruned:
+                    pruned[theirs] = {node: (set() if node in theirs else edges) for node, edges in graph.items()}
+                failing = (reachable(pruned[theirs], nodes) & stubs.keys()) - theirs
                 for owner in sorted({stubs[n].notebook for n in failing}):
                     cells.setdefault(owner, []).append(cell)
         needs[assignment] = {owner: tuple(cells[owner]) for owner in sorted(cells)}

@@ -49,6 +49,8 @@ def summarise(grades: list[dict[str, str]], cells: list[dict[str, str]]) -> dict
         for c in cells:
             if c["assignment_id"] == assignment and (c["student_id"], assignment) in submitted:
                 per_cell[c["grade_id"]].append((float(c["score"]), float(c["max_score"])))
+        # the points the autograder can give: a written answer graded by hand is not among them
+        autograded = sum(pairs[0][1] for pairs in per_cell.values())
         summary[assignment] = {
             "students": len(rows),
             "submitted": len(scores),
@@ -57,7 +59,8 @@ def summarise(grades: list[dict[str, str]], cells: list[dict[str, str]]) -> dict
             "scores": scores,
             "mean": statistics.fmean(scores) if scores else float("nan"),
             "median": statistics.median(scores) if scores else float("nan"),
-            "full_marks": sum(s == float(rows[0]["max_score"]) for s in scores),
+            "autograded_max": autograded,
+            "full_marks": sum(s == autograded for s in scores) if per_cell else 0,
             "cells": {
                 grade_id: {
                     "points": pairs[0][1],
@@ -125,7 +128,7 @@ def write_report(out: Path, slowest: int = 10) -> Path:
              f"<p>{len({g['student_id'] for g in grades})} students, {len(summary)} assignments, "
              f"from {e(str(out / 'grades.csv'))}.</p>", "<h2>Assignments</h2>"]
     parts.append(_table(
-        ["assignment", "students", "submitted", "graded", "mean", "median", "full marks"],
+        ["assignment", "students", "submitted", "graded", "mean", "median", "all autograded points"],
         [[e(a), str(i["students"]), str(i["submitted"]), str(i["graded"]), f"{i['mean']:.1f} / {i['max_score']:g}",
           f"{i['median']:.1f}", str(i["full_marks"])] for a, i in summary.items()],
     ))

@@ -257,12 +257,14 @@ def stub_out(source: str, stubs: Iterable[tuple[str, str]], decorators: Mapping[
             its decorators, signature and docstring; a private one (``_name``) loses its
             docstring too, which documents how it works rather than what it does.
         decorators: ``{qualified name: decorator}`` put above a stub's own decorators
-            (``"students_own('nms')"``, without the ``@``).
+            (``"students_own('nms')"``, without the ``@``), or above a class's whose
+            methods are stubbed.
         header: a line put after the module's leading imports when some stub is decorated
             (the decorator's import).
 
     Raises:
-        ValueError: a name is a class, or a function whose body shares its ``def`` line.
+        ValueError: a name is a class, or a function whose body shares its ``def`` line;
+            a decorator is for something neither stubbed nor holding a stub.
     """
     tree = parse(source)
     lines = source.splitlines()
@@ -272,14 +274,22 @@ def stub_out(source: str, stubs: Iterable[tuple[str, str]], decorators: Mapping[
         leading = list(itertools.takewhile(lambda s: isinstance(s, ast.Import | ast.ImportFrom) or s is docstring(tree), tree.body))
         after = leading[-1].end_lineno if leading else 0
         edits.append(Edit(after + 1, after, (header,)))
+    stubs = list(stubs)
+
+    def decorate(qualname: str) -> None:
+        node = _find(tree, qualname)
+        first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+        edits.append(Edit(first, first - 1, (f"{' ' * node.col_offset}@{decorators.pop(qualname)}",)))
+
+    for owner in {q for q in decorators if any(s.startswith(q + ".") for s, _ in stubs)}:
+        if isinstance(_find(tree, owner), ast.ClassDef):
+            decorate(owner)
     for qualname, message in stubs:
         node = _find(tree, qualname)
         if isinstance(node, ast.ClassDef):
             raise ValueError(f"{qualname} is a class: stub its methods")
         if qualname in decorators:
-            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
-            indent = " " * node.col_offset
-            edits.append(Edit(first, first - 1, (f"{indent}@{decorators.pop(qualname)}",)))
+            decorate(qualname)
         private = node.name.startswith("_") and not node.name.startswith("__")
         doc = None if private else docstring(node)
         statements = node.body[1:] if doc else node.body
@@ -295,7 +305,7 @@ def stub_out(source: str, stubs: Iterable[tuple[str, str]], decorators: Mapping[
             f"{indent}raise NotImplementedError(", *(f"{indent}    {json.dumps(part)}" for part in parts), f"{indent})",
         )))
     if decorators:
-        raise ValueError(f"decorators for functions not stubbed: {', '.join(sorted(decorators))}")
+        raise ValueError(f"decorators for what is neither stubbed nor a class holding a stub: {', '.join(sorted(decorators))}")
     return apply_edits(source, edits)
 
 

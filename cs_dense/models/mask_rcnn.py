@@ -28,7 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cs_dense.models.masks import MASK_THRESHOLD, MaskHead, _project, maskrcnn_inference, maskrcnn_loss, paste_masks_in_image
+from cs_dense.models.masks import (
+    MASK_THRESHOLD,
+    MaskHead,
+    maskrcnn_inference,
+    maskrcnn_loss,
+    paste_masks_in_image,
+    project_masks_on_boxes,
+)
 from cs_dense.models.two_stage import DetectorConfig, TwoStageDetector, stack_detector_images
 from cs_dense.ops.boxes import box_iou
 from cs_dense.ops.roi import boxes_to_rois, roi_align, roi_pool
@@ -123,7 +130,7 @@ def softmax_mask_loss(
         return mask_logits.sum() * 0
     labels = torch.cat([lab[idx] for lab, idx in zip(gt_labels, mask_matched_idxs)]).to(mask_logits.device)
     per_image = zip(gt_masks, proposals, mask_matched_idxs)
-    targets = torch.cat([_project(masks, boxes, idxs, m, aligned) for masks, boxes, idxs in per_image])
+    targets = torch.cat([project_masks_on_boxes(masks, boxes, idxs, m, aligned) for masks, boxes, idxs in per_image])
     pixel_classes = torch.where(targets >= MASK_THRESHOLD, labels[:, None, None], 0)  # [K, M, M]
     return F.cross_entropy(mask_logits, pixel_classes)
 

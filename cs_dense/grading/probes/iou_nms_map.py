@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from cs_dense.grading.crosscheck import Case, Probe, randint
-from cs_dense.metrics import average_precision, match_detections, mean_average_precision
+from cs_dense.metrics import average_precision, match_detections, mean_average_precision, precision_recall_curve
 from cs_dense.ops import batched_nms, box_area, box_iou, nms
 
 _METHODS = ("voc07", "voc", "coco101")
@@ -148,6 +148,26 @@ def _match_detections(gen: torch.Generator) -> list[Case]:
     return cases
 
 
+def _precision_recall_curve(gen: torch.Generator) -> list[Case]:
+    cases = []
+    for _ in range(4):
+        num_gt, n = _pick(gen, _COUNTS), randint(gen, 1, 60)
+        hits = torch.rand(n, generator=gen) < torch.rand((), generator=gen)
+        hits &= hits.cumsum(0) <= num_gt
+        scores = _distinct_scores(gen, n)
+        cases.append(Case(f"{n} detections, {num_gt} objects", (scores, hits, num_gt),
+                          expected=precision_recall_curve(scores, hits, num_gt)))
+    # ties: a stable sort keeps equal scores in their input order
+    n = randint(gen, 6, 30)
+    scores = torch.randint(0, 4, (n,), generator=gen).float() / 4
+    hits = torch.rand(n, generator=gen) < 0.5
+    cases.append(Case(f"{n} detections with only 4 distinct scores (stable order)", (scores, hits, int(hits.sum()) + 2),
+                      expected=precision_recall_curve(scores, hits, int(hits.sum()) + 2)))
+    nothing = (torch.zeros(0), torch.zeros(0, dtype=torch.bool), 3)
+    cases.append(Case("no detections: two empty float64 tensors", nothing, expected=precision_recall_curve(*nothing)))
+    return cases
+
+
 def _average_precision(gen: torch.Generator) -> list[Case]:
     cases = []
     for trial in range(6):
@@ -219,7 +239,10 @@ PROBES = {
     "test_nms": (Probe("nms", "nms", _nms, stand_in=("box_iou",)),),
     "test_batched_nms": (Probe("batched_nms", "batched_nms", _batched_nms, stand_in=("box_iou", "nms")),),
     "test_match_detections": (Probe("match_detections", "match_detections", _match_detections, stand_in=("box_iou",)),),
-    "test_average_precision": (Probe("average_precision", "average_precision", _average_precision),),
+    "test_precision_recall_curve": (Probe("precision_recall_curve", "precision_recall_curve", _precision_recall_curve),),
+    "test_average_precision": (
+        Probe("average_precision", "average_precision", _average_precision, stand_in=("precision_recall_curve",)),
+    ),
     "test_mean_average_precision": (
         Probe("mean_average_precision", "mean_average_precision", _mean_average_precision,
               stand_in=("box_iou", "match_detections", "average_precision"), timeout=60.0),
