@@ -27,7 +27,7 @@ import pytest
 from cs_dense.course.bundle import PACKAGE, dependency_map, find_stubs, notebook_uses, write_bundle
 from cs_dense.course.cli import main
 from cs_dense.course.layout import BEGIN_HIDDEN, BEGIN_SOLUTION, END_HIDDEN, END_SOLUTION, find_course
-from cs_dense.course.sourcecode import Package, reachable, read_package
+from cs_dense.course.sourcecode import Package, reachable, read_package, stub_out
 from cs_dense.data import load_split
 from cs_dense.grading.registry import EXERCISES, resolve
 
@@ -203,6 +203,44 @@ def test_the_readme_states_the_computed_dependency_map():
     rows = dict(re.findall(r"^\| (\d\d) \| ([^|]*?) \|$", section, re.M))
     expected = {a[:2]: ", ".join(o[:2] for o in owners if o != a) or "-" for a, owners in dependency_map(COURSE).items()}
     assert rows == expected
+
+
+STUBBABLE = textwrap.dedent('''\
+    """A module."""
+    import math
+
+
+    def area(r):
+        """The area."""
+        return math.pi * r * r
+
+
+    class Head:
+        """A head."""
+
+        def __init__(self, n):
+            self.n = n
+
+        def forward(self, x):
+            return x * self.n
+''')
+
+
+def test_stub_out_decorates_a_stubbed_function_or_the_class_of_stubbed_methods():
+    stubs = [("area", "area is an exercise"), ("Head.__init__", "Head is one too"), ("Head.forward", "Head is one too")]
+    out = stub_out(STUBBABLE, stubs, {"area": "own('area')", "Head": "own('Head')"}, "from registry import own")
+    tree = ast.parse(out)
+    assert [ast.unparse(n) for n in tree.body[:3]] == ["'A module.'", "import math", "from registry import own"]
+    area, head = tree.body[3], tree.body[4]
+    assert [ast.unparse(d) for d in area.decorator_list] == ["own('area')"]
+    assert [ast.unparse(d) for d in head.decorator_list] == ["own('Head')"]
+    assert all(not method.decorator_list for method in head.body[1:])  # the class carries it, not its methods
+    for function, message in ((area, "area is an exercise"), *((m, "Head is one too") for m in head.body[1:])):
+        assert ast.unparse(function.body[-1]) == f"raise NotImplementedError({message!r})"
+    with pytest.raises(ValueError, match="neither stubbed nor a class holding a stub: Head"):
+        stub_out(STUBBABLE, stubs[:1], {"Head": "own('Head')"})
+    with pytest.raises(ValueError, match="Head is a class: stub its methods"):
+        stub_out(STUBBABLE, [("Head", "no")])
 
 
 def test_no_notebook_waits_for_its_own_solutions():

@@ -18,8 +18,9 @@ the repository's sources:
   function that is its exercise's drop-in reference is also decorated with
   :func:`cs_dense.grading.registry.students_own`: it runs the student's own function of that
   name from the running notebook, so pictures and detectors built from the package use the
-  student's code; a class that is (its methods stubbed) builds the student's class. A private worker the registry names (``_shortest_augmenting_path``) loses
-  its docstring too: it explains the algorithm. A private helper that nothing left in the
+  student's code; a class that is (its methods stubbed) builds the student's class. A
+  private worker the registry names (``_shortest_augmenting_path``) loses its docstring
+  too: it explains the algorithm. A private helper that nothing left in the
   package uses any more goes, and so do imports nothing uses.
 * **Dependencies.** Which assignments' references each notebook runs, found statically:
   the names a solution notebook uses (imports, attributes such as
