@@ -209,6 +209,13 @@ def _paste_masks_in_image(gen: torch.Generator) -> list[Case]:
         what = f"{list(masks.shape)} masks on {H} x {W}, {dtype}, threshold {threshold:.3f}"
         args = (masks, boxes, (H, W), threshold)
         cases.append(Case(what, args, judge=_pasted(*args, what)))
+    # Random sizes can leave every box off the image or thinner than a pixel; this one always
+    # covers hundreds of pixels, so a mis-placed sampling grid cannot go unseen.
+    M, side = randint(gen, 4, 9), 12 + 6 * float(torch.rand((), generator=gen))
+    masks, xy = torch.rand(2, M, M, generator=gen), 2 + 4 * torch.rand(2, 2, generator=gen)
+    args = (masks, torch.cat([xy, xy + side], 1), (24, 24), 0.5)
+    what = f"2 masks of {M} x {M}, boxes of side {side:.1f} inside a 24 x 24 image"
+    cases.append(Case(what, args, judge=_pasted(*args, what)))
     cases.append(Case("no masks", (torch.zeros(0, 28, 28), torch.zeros(0, 4), (5, 7)),
                       expected=torch.zeros(0, 5, 7, dtype=torch.bool)))
     cases.append(Case("a probability of 1.5", (torch.full((1, 2, 2), 1.5), torch.tensor([[0.0, 0, 4, 4]]), (4, 4)),
@@ -228,6 +235,10 @@ def _mask_iou(gen: torch.Generator) -> list[Case]:
         args = (masks1.to(dtype), masks2.to(dtype))
         cases.append(Case(f"{N} x {M} masks of {H} x {W}, density {density:.2f}, {dtype}", args,
                           expected=mask_iou(*args)))
+    # Random densities and sizes can leave no pair overlapping; at a density of a half on
+    # 16 x 16 pixels every pair shares about 64 of them.
+    args = (torch.rand(3, 16, 16, generator=gen) < 0.5, torch.rand(4, 16, 16, generator=gen) < 0.5)
+    cases.append(Case("3 x 4 overlapping masks of 16 x 16, density 0.5", args, expected=mask_iou(*args)))
     return cases
 
 
